@@ -1,0 +1,66 @@
+"""The resolved description of one run that the service hands to its training worker (run_dir/spec.json)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class DataSource:
+    """Training or eval data resolved to local files.
+
+    kind: "jsonl" (INSTRUCTION_FINETUNE / CHAT_COMPLETION rows), "parquet" (same rows, from a Hugging
+    Face dataset cache) or "txt" (CONTINUED_PRETRAIN documents). ``origin`` is what the user wrote.
+    """
+
+    kind: str
+    files: list[str]
+    origin: str
+
+
+@dataclass
+class RunSpec:
+    name: str
+    task_type: str
+    model_name: str
+    model_path: str  # a Hugging Face model folder (or the folder holding model_gguf_file)
+    train_data: DataSource
+    register_to: str  # full three-part registered model name
+    experiment_path: str
+    run_dir: str
+    mlflow_tracking_uri: str
+    mlflow_artifact_root: str
+    model_gguf_file: str | None = None
+    model_cache_dir: str | None = None  # where a GGUF model is converted to HF format once
+    eval_data: DataSource | None = None
+    eval_prompts: list[str] = field(default_factory=list)
+    custom_weights_path: str | None = None  # a checkpoint folder, resolved
+    training_duration: str = "1ep"
+    learning_rate: float | None = None
+    context_length: int | None = None
+    max_context_length: int | None = None
+    created_by: str | None = None
+    validate_inputs: bool = True
+    batch_tokens: int | None = None  # tokens per optimizer step; None = the trainer's default
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunSpec":
+        d = dict(d)
+        for key in ("train_data", "eval_data"):
+            if d.get(key) is not None:
+                d[key] = DataSource(**d[key])
+        return cls(**d)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_dict(), indent=2))
+
+    @classmethod
+    def load(cls, path: Path) -> "RunSpec":
+        return cls.from_dict(json.loads(Path(path).read_text()))
