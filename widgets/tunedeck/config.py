@@ -35,3 +35,9 @@ def mlflow_tracking_uri() -> str:
 
 def mlflow_artifact_root() -> Path:
     return home() / "mlartifacts"
+
+
+def batch_tokens() -> int | None:
+    """Tokens per optimizer step (TUNEDECK_BATCH_TOKENS); None lets the trainer choose."""
+    value = os.environ.get("TUNEDECK_BATCH_TOKENS")
+    return int(value) if value else None

@@ -1,0 +1,172 @@
+"""The Model Training API: ``from tunedeck import foundation_model as fm``.
+
+Same names, parameters and defaults as the reference client, running on the local tunedeck service.
+Every function that takes a run accepts a TrainingRun or a run name.
+"""
+
+from __future__ import annotations
+
+import builtins
+import getpass
+import sys
+import time
+from typing import Iterator, Sequence, Union
+
+from tunedeck.client import get_client
+from tunedeck.types import Checkpoint, EventType, ModelInfo, TrainingEvent, TrainingRun, TunedeckList
+
+__all__ = [
+    "cancel",
+    "check_inputs",
+    "create",
+    "delete",
+    "get",
+    "get_checkpoints",
+    "get_events",
+    "get_models",
+    "iter_events",
+    "list",
+]
+
+RunRef = Union[TrainingRun, str]
+POLL_SECONDS = 1.0
+
+
+def _name(run: RunRef) -> str:
+    return run.name if isinstance(run, TrainingRun) else str(run)
+
+
+def _params(model, train_data_path, register_to, **optional) -> dict:
+    params = {"model": model, "train_data_path": train_data_path, "register_to": register_to}
+    params.update({k: v for k, v in optional.items() if v is not None})
+    params.setdefault("created_by", getpass.getuser())
+    return params
+
+
+def create(
+    model: str,
+    train_data_path: str,
+    register_to: str,
+    *,
+    task_type: str = "CHAT_COMPLETION",
+    eval_data_path: str | None = None,
+    eval_prompts: Sequence[str] | None = None,
+    custom_weights_path: str | None = None,
+    training_duration: str | None = None,
+    learning_rate: str | float | None = None,
+    context_length: int | None = None,
+    experiment_path: str | None = None,
+    data_prep_cluster_id: str | None = None,
+    validate_inputs: bool = True,
+) -> TrainingRun:
+    """Create a training run. With ``validate_inputs`` (the default) every path, the data format and
+    every parameter are checked first, and an InvalidInputError lists each problem with its place."""
+    params = _params(
+        model, train_data_path, register_to,
+        task_type=task_type, eval_data_path=eval_data_path,
+        eval_prompts=builtins.list(eval_prompts) if eval_prompts is not None and not isinstance(eval_prompts, str) else eval_prompts,
+        custom_weights_path=custom_weights_path, training_duration=training_duration,
+        learning_rate=learning_rate, context_length=context_length, experiment_path=experiment_path,
+        data_prep_cluster_id=data_prep_cluster_id,
+    )
+    params["validate_inputs"] = validate_inputs
+    return get_client().create_run(params)
+
+
+def check_inputs(model: str, train_data_path: str, register_to: str, **optional):
+    """The problems create() would report for these parameters, without creating a run."""
+    return get_client().validate(_params(model, train_data_path, register_to, **optional))
+
+
+def get(run: RunRef) -> TrainingRun:
+    """The run as the service sees it now."""
+    return get_client().get_run(_name(run))
+
+
+def list(*, statuses: Sequence[str] | None = None, limit: int | None = None) -> TunedeckList[TrainingRun]:
+    """Runs, newest first; ``.to_pandas()`` for a DataFrame."""
+    status_names = [str(getattr(s, "value", s)) for s in statuses] if statuses else None
+    return TunedeckList(get_client().list_runs(limit=limit, statuses=status_names))
+
+
+def cancel(runs: RunRef | Sequence[RunRef]) -> int:
+    """Cancel one run or several; returns how many were still active."""
+    refs = runs if isinstance(runs, (builtins.list, tuple)) else [runs]
+    client = get_client()
+    cancelled = 0
+    for ref in refs:
+        before = client.get_run(_name(ref))
+        if not before.status.is_terminal():
+            client.cancel_run(before.name)
+            cancelled += 1
+    return cancelled
+
+
+def delete(runs: RunRef | Sequence[RunRef]) -> int:
+    """Delete runs with their events, metrics and checkpoints; registered models stay registered."""
+    refs = runs if isinstance(runs, (builtins.list, tuple)) else [runs]
+    for ref in refs:
+        get_client().delete_run(_name(ref))
+    return len(refs)
+
+
+def get_models() -> TunedeckList[ModelInfo]:
+    """Models this machine can train, with their maximum context length."""
+    return TunedeckList(get_client().models())
+
+
+def get_checkpoints(run: RunRef) -> TunedeckList[Checkpoint]:
+    """Checkpoints of a run; pass one's path (or the latest-sharded-rank0.symlink) as custom_weights_path."""
+    return TunedeckList(get_client().checkpoints(_name(run)))
+
+
+def iter_events(run: RunRef, after: int = 0, poll_seconds: float = POLL_SECONDS) -> Iterator[TrainingEvent]:
+    """Yield the run's events as they happen, ending after the terminal one (COMPLETED, FAILED, STOPPED)."""
+    client, name = get_client(), _name(run)
+    while True:
+        batch = client.events(name, after=after)
+        for event in batch:
+            yield event
+            if event.is_terminal:
+                return
+        if batch:
+            after = batch[-1].sequence
+        else:
+            time.sleep(poll_seconds)
+
+
+def get_events(run: RunRef, follow: bool = False) -> TunedeckList[TrainingEvent]:
+    """The run's events, oldest first.
+
+    With ``follow=True``, wait until the run ends while printing each new event under a progress bar
+    (a terminal bar in a shell, a widget bar in a notebook), then return them all.
+    """
+    if not follow:
+        return TunedeckList(get_client().events(_name(run)))
+    from tqdm.auto import tqdm
+
+    events: TunedeckList[TrainingEvent] = TunedeckList()
+    with tqdm(total=100, unit="%", desc=_name(run), file=sys.stderr,
+              bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}") as bar:
+        for event in iter_events(run):
+            events.append(event)
+            progress = event.data.get("progress")
+            if isinstance(progress, (int, float)):
+                bar.update(max(0.0, min(100.0, float(progress)) - bar.n))
+            if event.type == EventType.COMPLETED.value:
+                bar.update(100 - bar.n)
+            if event.type == EventType.TRAIN_UPDATED.value:
+                bar.set_postfix_str(_short(event), refresh=True)
+            else:
+                bar.write(f"{event.time.astimezone():%H:%M:%S}  {event.type:<18} {event.message}")
+    return events
+
+
+def _short(event: TrainingEvent) -> str:
+    d = event.data
+    parts = []
+    if "loss" in d:
+        parts.append(f"loss {d['loss']:.4f}")
+    if d.get("eta_seconds") is not None:
+        parts.append(f"ETA {int(d['eta_seconds']) // 60}m {int(d['eta_seconds']) % 60:02d}s")
+    return ", ".join(parts)

@@ -1,0 +1,280 @@
+"""Readers and checkers for the three training-data formats.
+
+Light on purpose (stdlib + json; pyarrow/pandas only when a parquet file is read): the service calls
+``check_data`` before it accepts a run, the worker calls ``load_examples`` (or ``read_examples``) to
+train, and both must describe a bad row the same way -- file, line and the create() parameter name.
+
+    INSTRUCTION_FINETUNE  JSONL/parquet rows {"prompt": str, "response": str}
+    CHAT_COMPLETION       JSONL/parquet rows {"messages": [{"role": ..., "content": str}, ...]}
+    CONTINUED_PRETRAIN    a folder of .txt files (kind "txt"), one document per file
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from tunedeck.errors import InvalidInputError, Problem
+from tunedeck.inputs.spec import DataSource
+
+__all__ = ["Example", "check_data", "load_examples", "read_examples"]
+
+ROLES = ("system", "user", "assistant")
+_ROW_KINDS = ("jsonl", "parquet")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One row (or document) and where it came from, so later errors can still name the file and line."""
+
+    row: dict[str, Any]
+    file: str
+    line: int | None
+
+
+class _Stop(Exception):
+    """Raised internally once enough problems are collected."""
+
+
+class _Collector:
+    def __init__(self, field: str, limit: int):
+        self.field = field
+        self.limit = max(1, limit)
+        self.problems: list[Problem] = []
+
+    def add(self, message: str, file: str | None = None, line: int | None = None) -> None:
+        self.problems.append(Problem(self.field, message, file, line))
+        if len(self.problems) >= self.limit:
+            raise _Stop
+
+
+def check_data(source: DataSource, task_type: str, field: str, max_problems: int = 5) -> list[Problem]:
+    """Every problem with the data (up to ``max_problems``), without raising. Empty list = fine."""
+    collector = _Collector(field, max_problems)
+    try:
+        for _ in _examples(source, task_type, collector):
+            pass
+    except _Stop:
+        pass
+    return collector.problems
+
+
+def read_examples(source: DataSource, task_type: str, field: str, max_problems: int = 5) -> list[Example]:
+    """All rows with their file and line; raises InvalidInputError naming the first bad ones."""
+    collector = _Collector(field, max_problems)
+    try:
+        examples = list(_examples(source, task_type, collector))
+    except _Stop:
+        examples = []
+    if collector.problems:
+        raise InvalidInputError(collector.problems)
+    return examples
+
+
+def load_examples(source: DataSource, task_type: str, field: str) -> list[dict[str, Any]]:
+    """Rows for INSTRUCTION_FINETUNE / CHAT_COMPLETION, ``{"text": ...}`` documents for CONTINUED_PRETRAIN."""
+    return [e.row for e in read_examples(source, task_type, field)]
+
+
+# --- dispatch -------------------------------------------------------------------------------------
+
+
+def _examples(source: DataSource, task_type: str, c: _Collector) -> Iterator[Example]:
+    task = (task_type or "").upper()
+    if not source.files:
+        c.add(f"no data files found at {source.origin!r}")
+        return
+    if task == "CONTINUED_PRETRAIN":
+        yield from _documents(source, c)
+        return
+    if task not in ("INSTRUCTION_FINETUNE", "CHAT_COMPLETION"):
+        c.add(f"unknown task type {task_type!r}")
+        return
+    if source.kind not in _ROW_KINDS:
+        c.add(
+            f"{task} reads JSONL rows, but {source.origin!r} is a {source.kind!r} source "
+            "(a folder of .txt files is CONTINUED_PRETRAIN data: pass task_type='CONTINUED_PRETRAIN')",
+            source.files[0],
+        )
+        return
+    count = 0
+    for file in source.files:
+        rows = _jsonl_rows(file, c) if source.kind == "jsonl" else _parquet_rows(file, c)
+        for line, row in rows:
+            message = _row_problem(row, task)
+            if message:
+                c.add(message if source.kind == "jsonl" else f"row {line}: {message}", file, line)
+                continue
+            count += 1
+            yield Example(_clean_row(row, task), file, line)
+    if count == 0 and not c.problems:
+        c.add(f"{source.origin!r} holds no rows", source.files[0])
+
+
+# --- JSONL / parquet rows ---------------------------------------------------------------------------
+
+
+def _jsonl_rows(file: str, c: _Collector) -> Iterator[tuple[int, Any]]:
+    seen = False
+    try:
+        with open(file, encoding="utf-8") as f:
+            for number, text in enumerate(f, start=1):
+                if not text.strip():  # a blank line (often the last one) is not a row
+                    continue
+                seen = True
+                try:
+                    row = json.loads(text)
+                except json.JSONDecodeError as error:
+                    c.add(f"not valid JSON ({error.msg} at column {error.colno})", file, number)
+                    continue
+                if not isinstance(row, dict):
+                    c.add(f"each line must be a JSON object, found {_json_type(row)}", file, number)
+                    continue
+                yield number, row
+    except UnicodeDecodeError as error:
+        c.add(f"not UTF-8 text ({error.reason} at byte {error.start})", file, None)
+        return
+    except OSError as error:
+        c.add(f"cannot read the file: {error.strerror or error}", file)
+        return
+    if not seen:
+        c.add("the file is empty", file)
+
+
+def _parquet_rows(file: str, c: _Collector) -> Iterator[tuple[int, Any]]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        pq = None
+    number = 0
+    try:
+        if pq is not None:
+            for batch in pq.ParquetFile(file).iter_batches(batch_size=1024):
+                for row in batch.to_pylist():
+                    number += 1
+                    yield number, row
+        else:
+            try:
+                import pandas as pd
+            except ImportError:
+                c.add("reading parquet files needs pyarrow (pip install pyarrow)", file)
+                return
+            for row in pd.read_parquet(file).to_dict(orient="records"):
+                number += 1
+                yield number, _plain(row)
+    except ImportError as error:
+        c.add(f"reading parquet files needs pyarrow ({error})", file)
+        return
+    except (OSError, ValueError) as error:
+        c.add(f"cannot read the parquet file: {error}", file)
+        return
+    if number == 0:
+        c.add("the file is empty", file)
+
+
+def _row_problem(row: dict[str, Any], task: str) -> str | None:
+    """Why a row does not fit the task, with a hint when it looks like another task's data."""
+    if task == "INSTRUCTION_FINETUNE":
+        if "messages" in row and "prompt" not in row:
+            return "this looks like CHAT_COMPLETION data ('messages'): pass task_type='CHAT_COMPLETION'"
+        for key in ("prompt", "response"):
+            if key not in row:
+                return f"missing {key!r} (INSTRUCTION_FINETUNE rows need 'prompt' and 'response'; found {_keys(row)})"
+            if not isinstance(row[key], str):
+                return f"{key!r} must be a string, found {_json_type(row[key])}"
+        if not row["response"].strip():
+            return "'response' is empty: there is nothing to learn from this row"
+        return None
+    # CHAT_COMPLETION
+    if "messages" not in row:
+        if "prompt" in row and "response" in row:
+            return "this looks like INSTRUCTION_FINETUNE data ('prompt'/'response'): pass task_type='INSTRUCTION_FINETUNE'"
+        return f"missing 'messages' (CHAT_COMPLETION rows are {{\"messages\": [{{\"role\", \"content\"}}, ...]}}; found {_keys(row)})"
+    messages = row["messages"]
+    if not isinstance(messages, list) or not messages:
+        return f"'messages' must be a non-empty list, found {_json_type(messages)}"
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            return f"messages[{i}] must be an object with 'role' and 'content', found {_json_type(m)}"
+        role = m.get("role")
+        if role not in ROLES:
+            return f"messages[{i}]: role must be one of {', '.join(ROLES)}, found {role!r}"
+        if not isinstance(m.get("content"), str):
+            return f"messages[{i}]: 'content' must be a string, found {_json_type(m.get('content'))}"
+    if not any(m["role"] == "assistant" for m in messages):
+        return "no assistant message: the loss is computed on assistant turns, so this row teaches nothing"
+    return None
+
+
+def _clean_row(row: dict[str, Any], task: str) -> dict[str, Any]:
+    if task == "INSTRUCTION_FINETUNE":
+        return {"prompt": row["prompt"], "response": row["response"]}
+    return {"messages": [{"role": m["role"], "content": m["content"]} for m in row["messages"]]}
+
+
+# --- CONTINUED_PRETRAIN documents ------------------------------------------------------------------
+
+
+def _documents(source: DataSource, c: _Collector) -> Iterator[Example]:
+    if source.kind != "txt":
+        c.add(
+            f"CONTINUED_PRETRAIN reads a folder of .txt files, but {source.origin!r} is a {source.kind!r} source "
+            "(prompt/response rows are INSTRUCTION_FINETUNE data, messages rows CHAT_COMPLETION data)",
+            source.files[0],
+        )
+        return
+    found = 0
+    for file in source.files:
+        if not file.endswith(".txt"):
+            continue
+        try:
+            text = Path(file).read_bytes().decode("utf-8")
+        except UnicodeDecodeError as error:
+            raw = Path(file).read_bytes()
+            c.add(f"not UTF-8 text ({error.reason})", file, raw[: error.start].count(b"\n") + 1)
+            continue
+        except OSError as error:
+            c.add(f"cannot read the file: {error.strerror or error}", file)
+            continue
+        if text.strip():
+            found += 1
+            yield Example({"text": text}, file, None)
+    if found == 0 and not c.problems:
+        c.add(f"no non-empty .txt file in {source.origin!r}", source.files[0])
+
+
+# --- helpers ----------------------------------------------------------------------------------------
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def _keys(row: dict[str, Any]) -> str:
+    keys = list(row)[:6]
+    return "keys " + ", ".join(repr(k) for k in keys) if keys else "no keys"
+
+
+def _plain(value: Any) -> Any:
+    """numpy arrays/scalars from pandas -> plain Python, so row checks see lists and strings."""
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value

@@ -1,0 +1,348 @@
+"""The service core: runs, their events and metrics, and the queue that trains them.
+
+Knows nothing of HTTP; the REST app (``tunedeck.service.app``) is one adapter over it and a second
+protocol adapter can sit beside it.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import re
+import secrets
+import shutil
+import signal
+import threading
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from tunedeck import config
+from tunedeck.errors import InvalidInputError, Problem, RunNotFoundError
+from tunedeck.inputs import catalog
+from tunedeck.inputs.validate import RunRequest, build_spec
+from tunedeck.service.store import RunExistsError, Store
+from tunedeck.service.worker_process import WorkerExit, WorkerProcess
+from tunedeck.types import Checkpoint, EventType, ModelInfo, RunStatus, TrainingEvent, TrainingRun, utcnow
+
+ACTIVE = (RunStatus.STARTING, RunStatus.RUNNING, RunStatus.TERMINATING)
+WAITING = (RunStatus.PENDING, RunStatus.QUEUED)
+
+
+class RunService:
+    def __init__(self, store: Store, *, max_concurrent: int = 1, worker_command: list[str] | None = None):
+        self.store = store
+        self.max_concurrent = max_concurrent
+        self._worker_command = worker_command
+        self._workers: dict[str, WorkerProcess] = {}
+        self._lock = threading.RLock()
+        self._wake = threading.Condition(self._lock)
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._recover()
+        self._thread = threading.Thread(target=self._schedule_loop, name="tunedeck-scheduler", daemon=True)
+        self._thread.start()
+
+    def shutdown(self) -> None:
+        """Stop scheduling and end running workers: the runs are marked STOPPED."""
+        with self._lock:
+            self._stopping = True
+            self._wake.notify_all()
+            workers = list(self._workers.items())
+        for name, worker in workers:
+            self._finish(name, RunStatus.STOPPED, EventType.STOPPED, "Stopped: the tunedeck service shut down")
+            worker.kill()
+
+    def _recover(self) -> None:
+        """Runs that were active when the service last stopped have lost their worker."""
+        for run in self.store.list_runs(statuses=[s.value for s in ACTIVE]):
+            self._finish(run.name, RunStatus.FAILED, EventType.FAILED, "Failed: the tunedeck service stopped while this run was active")
+
+    # -- the API ----------------------------------------------------------------------------------
+    def validate(self, req: RunRequest) -> list[Problem]:
+        _, problems = build_spec(req, "validation-check", check_data=True)
+        return problems
+
+    def create(self, req: RunRequest) -> TrainingRun:
+        req.created_by = req.created_by or getpass.getuser()
+        name = self._new_name(req.model)
+        if req.validate_inputs:
+            _, problems = build_spec(req, name, check_data=True)
+            if problems:
+                raise InvalidInputError(problems)  # nothing stored
+        else:
+            _check_required(req)
+        run = TrainingRun(
+            name=name,
+            status=RunStatus.PENDING,
+            model=req.model,
+            train_data_path=req.train_data_path,
+            register_to=req.register_to,
+            task_type=(req.task_type or "CHAT_COMPLETION").upper(),
+            eval_data_path=req.eval_data_path,
+            eval_prompts=[req.eval_prompts] if isinstance(req.eval_prompts, str) else req.eval_prompts,
+            custom_weights_path=req.custom_weights_path,
+            training_duration=req.training_duration,
+            learning_rate=float(req.learning_rate) if _is_number(req.learning_rate) else None,
+            context_length=int(req.context_length) if _is_int(req.context_length) else None,
+            experiment_path=req.experiment_path or f"/Users/{req.created_by}/{name}",
+            data_prep_cluster_id=req.data_prep_cluster_id,
+            validate_inputs=req.validate_inputs,
+            created_by=req.created_by,
+            created_at=utcnow(),
+            details="Waiting to start",
+            run_dir=str(config.runs_root() / name),
+        )
+        (config.runs_root() / name).mkdir(parents=True, exist_ok=True)
+        (config.runs_root() / name / "request.json").write_text(json.dumps(req.__dict__, indent=2, default=str))
+        try:
+            self.store.add_run(run, EventType.CREATED.value, f"Run {name} created")
+        except RunExistsError:  # a 6-character collision: try once more with a fresh name
+            return self.create(req)
+        with self._lock:
+            busy = len(self._workers) >= self.max_concurrent
+            if busy:
+                run, _ = self.store.update_run(
+                    name, status=RunStatus.QUEUED, details="Queued: waiting for a free training slot",
+                    event=(EventType.QUEUED.value, "Queued: waiting for a free training slot", {}),
+                )
+            self._wake.notify_all()
+        return run
+
+    def get(self, name: str) -> TrainingRun:
+        run = self.store.get_run(name)
+        if run is None:
+            raise RunNotFoundError(f"no training run named {name!r}")
+        return run
+
+    def list(self, limit: int | None = None, statuses: list[str] | None = None) -> list[TrainingRun]:
+        return self.store.list_runs(limit, statuses)
+
+    def cancel(self, name: str) -> TrainingRun:
+        run = self.get(name)
+        if run.status.is_terminal():
+            return run
+        with self._lock:
+            worker = self._workers.get(name)
+            if worker is None:  # still waiting: nothing to stop
+                return self._finish(name, RunStatus.STOPPED, EventType.STOPPED, "Stopped by user before it started")
+            run, _ = self.store.update_run(
+                name, status=RunStatus.TERMINATING, details="Stopping",
+                event=(EventType.CANCEL_REQUESTED.value, "Cancel requested: stopping the worker", {}),
+            )
+        worker.cancel()
+        return run
+
+    def delete(self, name: str) -> None:
+        run = self.get(name)
+        if not run.status.is_terminal():
+            self.cancel(name)
+            with self._lock:
+                worker = self._workers.get(name)
+            if worker and worker.proc:
+                try:
+                    worker.proc.wait(timeout=10)
+                except Exception:
+                    worker.kill()
+        self.store.delete_run(name)
+        shutil.rmtree(config.runs_root() / name, ignore_errors=True)
+
+    def events(self, name: str, after: int = 0, limit: int | None = None) -> list[TrainingEvent]:
+        self.get(name)
+        return self.store.events(name, after, limit)
+
+    def metrics(self, name: str, after: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
+        self.get(name)
+        return self.store.metrics(name, after, limit)
+
+    def checkpoints(self, name: str) -> list[Checkpoint]:
+        run = self.get(name)
+        folder = Path(run.run_dir or config.runs_root() / name) / "checkpoints"
+        latest_file = folder / "latest-sharded-rank0.symlink"
+        latest = latest_file.read_text().strip() if latest_file.is_file() else None
+        found = []
+        for meta_file in sorted(folder.glob("*/checkpoint.json")):
+            meta = json.loads(meta_file.read_text())
+            found.append(
+                Checkpoint(
+                    name=meta_file.parent.name,
+                    path=str(meta_file.parent),
+                    epoch=int(meta.get("epoch", 0)),
+                    batch=int(meta.get("batch", 0)),
+                    created_at=datetime.fromisoformat(meta["created_at"]) if meta.get("created_at") else None,
+                    is_latest=meta_file.parent.name == latest,
+                )
+            )
+        return sorted(found, key=lambda c: c.batch)
+
+    def models(self) -> list[ModelInfo]:
+        return catalog.list_models()
+
+    def data_check(self, path: str, task_type: str, model: str | None, context_length: int | None) -> dict[str, Any]:
+        return data_check(path, task_type, model, context_length)
+
+    # -- scheduling -------------------------------------------------------------------------------
+    def _schedule_loop(self) -> None:
+        while True:
+            with self._lock:
+                while not self._stopping and not self._next_waiting():
+                    self._wake.wait(timeout=5)
+                if self._stopping:
+                    return
+                run = self._next_waiting()
+                if run is not None:
+                    self._launch(run)
+
+    def _next_waiting(self) -> TrainingRun | None:
+        if len(self._workers) >= self.max_concurrent:
+            return None
+        waiting = self.store.list_runs(statuses=[s.value for s in WAITING])
+        return min(waiting, key=lambda r: r.created_at) if waiting else None
+
+    def _launch(self, run: TrainingRun) -> None:
+        req = RunRequest.from_dict(json.loads((Path(run.run_dir) / "request.json").read_text()))
+        spec, problems = build_spec(req, run.name, check_data=False)
+        if problems:
+            reason = "; ".join(str(p) for p in problems)
+            self._finish(run.name, RunStatus.FAILED, EventType.FAILED, f"Failed: {reason}", {"reason": reason, "problems": [p.to_dict() for p in problems]})
+            return
+        run_dir = Path(spec.run_dir)
+        spec.save(run_dir / "spec.json")
+        worker = WorkerProcess(
+            run_dir,
+            on_report=lambda msg, name=run.name: self._on_report(name, msg),
+            on_exit=lambda ex, name=run.name: self._on_exit(name, ex),
+            command=None if self._worker_command is None else [*self._worker_command, str(run_dir)],
+        )
+        try:
+            worker.start()
+        except OSError as exc:
+            self._finish(run.name, RunStatus.FAILED, EventType.FAILED, f"Failed: could not start the worker: {exc}")
+            return
+        self._workers[run.name] = worker
+        self.store.update_run(
+            run.name, status=RunStatus.STARTING, started_at=utcnow(), details="Starting",
+            event=(EventType.STARTED.value, f"Worker started (pid {worker.pid})", {"pid": worker.pid}),
+        )
+
+    def _on_report(self, name: str, msg: dict[str, Any]) -> None:
+        kind = msg.get("kind")
+        if kind == "metrics":
+            self.store.add_metrics(name, int(msg.get("step", 0)), msg.get("values") or {})
+        elif kind == "run":
+            fields = {k: v for k, v in (msg.get("fields") or {}).items() if k in _WORKER_FIELDS}
+            if fields:
+                self.store.update_run(name, **fields)
+        elif kind == "event":
+            etype, message, data = str(msg.get("type")), str(msg.get("message", "")), msg.get("data") or {}
+            fields: dict[str, Any] = {"details": message}
+            run = self.store.get_run(name)
+            if run and run.status == RunStatus.STARTING:
+                fields["status"] = RunStatus.RUNNING
+            if etype == EventType.TRAIN_UPDATED.value and "progress" in data:
+                fields["progress"] = data["progress"]
+            if run and run.status == RunStatus.TERMINATING:
+                fields.pop("details")
+            self.store.update_run(name, event=(etype, message, data), **fields)
+
+    def _on_exit(self, name: str, ex: WorkerExit) -> None:
+        with self._lock:
+            self._workers.pop(name, None)
+            self._wake.notify_all()
+        run = self.store.get_run(name)
+        if run is None or run.status.is_terminal():
+            return
+        if ex.cancelled:
+            self._finish(name, RunStatus.STOPPED, EventType.STOPPED, "Stopped by user")
+        elif ex.returncode == 0:
+            msg = "Completed"
+            if run.registered_model_version:
+                msg += f": registered {run.registered_model_name} version {run.registered_model_version}"
+            self._finish(name, RunStatus.COMPLETED, EventType.COMPLETED, msg, {"registered_model_name": run.registered_model_name, "registered_model_version": run.registered_model_version}, progress=100.0)
+        else:
+            reason = ex.failure or _describe_exit(ex.returncode, ex.log_tail)
+            self._finish(name, RunStatus.FAILED, EventType.FAILED, f"Failed: {reason}", {"reason": reason, "returncode": ex.returncode})
+
+    def _finish(self, name: str, status: RunStatus, etype: EventType, message: str, data: dict | None = None, **fields) -> TrainingRun:
+        run, _ = self.store.update_run(
+            name, status=status, completed_at=utcnow(), details=message, estimated_end_time=None,
+            event=(etype.value, message, data or {}), **fields,
+        )
+        return run
+
+    def _new_name(self, model: str) -> str:
+        slug = re.sub(r"[^a-z0-9]+", "-", str(model).rstrip("/").split("/")[-1].lower()).strip("-")[:40] or "run"
+        alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+        return f"{slug}-{''.join(secrets.choice(alphabet) for _ in range(6))}"
+
+
+_WORKER_FIELDS = {"mlflow_experiment_id", "mlflow_run_id", "registered_model_name", "registered_model_version", "estimated_end_time", "progress"}
+
+
+def _check_required(req: RunRequest) -> None:
+    problems = [Problem(f, "is required") for f in ("model", "train_data_path", "register_to") if not getattr(req, f)]
+    if problems:
+        raise InvalidInputError(problems)
+
+
+def _describe_exit(code: int, tail: str) -> str:
+    if code < 0:
+        try:
+            sig = signal.Signals(-code).name
+        except ValueError:
+            sig = f"signal {-code}"
+        what = f"the training worker was killed by {sig}" + (" (out of memory?)" if sig == "SIGKILL" else "")
+    else:
+        what = f"the training worker exited with code {code}"
+    last = tail.strip().splitlines()[-1] if tail.strip() else ""
+    return f"{what}; last log line: {last}" if last else what
+
+
+def _is_number(v: Any) -> bool:
+    try:
+        float(v)
+        return v is not None and v != ""
+    except (TypeError, ValueError):
+        return False
+
+
+def _is_int(v: Any) -> bool:
+    try:
+        int(str(v).replace("_", ""))
+        return v is not None
+    except (TypeError, ValueError):
+        return False
+
+
+def data_check(path: str, task_type: str, model: str | None, context_length: int | None) -> dict[str, Any]:
+    """Rows, token counts and bad lines of a data file (loads the model's tokenizer, not the model)."""
+    from tunedeck.inputs.params import check_task_type
+    from tunedeck.inputs.paths import resolve_data
+
+    try:
+        task_type = check_task_type(task_type)
+    except ValueError as exc:
+        return {"ok": False, "problems": [Problem("task_type", str(exc)).to_dict()]}
+    source, problems = resolve_data(path, task_type, "train_data_path")
+    if problems:
+        return {"ok": False, "problems": [p.to_dict() for p in problems]}
+    info = catalog.resolve_model(model) if model else None
+    if info is None:
+        from tunedeck.inputs import datasets
+
+        problems = datasets.check_data(source, task_type, "train_data_path")
+        return {"ok": not problems, "problems": [p.to_dict() for p in problems], "note": "choose a model to count tokens"}
+    from tunedeck.training.datacheck import data_check as run_check
+
+    gguf = info.path.endswith(".gguf")
+    cached = config.home() / "cache" / "models" / info.name
+    if gguf and (cached / "tokenizer.json").exists():
+        model_path, gguf_file = str(cached), None
+    elif gguf:
+        model_path, gguf_file = str(Path(info.path).parent), Path(info.path).name
+    else:
+        model_path, gguf_file = info.path, None
+    return run_check(source, task_type, model_path, gguf_file=gguf_file, context_length=context_length)

@@ -1,0 +1,125 @@
+"""Pack tokenized examples into rows and collate rows into model inputs that keep examples apart.
+
+Packing several short examples into one row wastes no compute on padding (2.2x the useful tokens/s
+measured here), but the examples must not see each other. On CPU (no flash-attention varlen kernels)
+restarting ``position_ids`` alone does *not* do that (design.md), so each batch carries a 4D
+block-diagonal causal mask ``(B, 1, L, L)``: 0 where a token may attend, the dtype's minimum elsewhere,
+used as-is by transformers' sdpa/eager attention. Position ids restart per example so every example
+sees the positions it would see alone, and targets are shifted *per example* so the last token of
+one example never learns to predict the first token of the next. Together these make a packed row
+give exactly the per-example losses of running each example alone.
+"""
+
+from __future__ import annotations
+
+import bisect
+import random
+from dataclasses import dataclass
+
+import torch
+
+from tunedeck.training.tokenize import IGNORE, Tokenized
+
+PAD_MULTIPLE = 8  # pad micro-batches to a multiple of 8 tokens: friendlier shapes, little waste
+
+
+@dataclass
+class Batch:
+    """Model inputs for one micro-batch; ``targets`` are already shifted (predict token i+1 at i)."""
+
+    input_ids: torch.Tensor  # (B, L) long
+    position_ids: torch.Tensor  # (B, L) long, restarting at 0 for every example
+    attention_mask: torch.Tensor  # (B, 1, L, L) float, additive: 0 or dtype-min
+    targets: torch.Tensor  # (B, L) long, IGNORE where no loss
+    tokens: int  # real (non-padding) tokens
+
+    @property
+    def loss_tokens(self) -> int:
+        return int((self.targets != IGNORE).sum())
+
+    def to(self, device: torch.device | str) -> "Batch":
+        return Batch(
+            self.input_ids.to(device),
+            self.position_ids.to(device),
+            self.attention_mask.to(device),
+            self.targets.to(device),
+            self.tokens,
+        )
+
+
+def pack(lengths: list[int], capacity: int, seed: int | None = None) -> list[list[int]]:
+    """Group example indices into rows of at most ``capacity`` tokens (best-fit decreasing).
+
+    With a seed, examples of equal length are grouped differently and the rows come out in a
+    different order each time, while the number of rows stays the same (it depends only on the
+    lengths): so an epoch always has the same number of steps, which the LR schedule needs.
+    """
+    order = list(range(len(lengths)))
+    rng = random.Random(seed)
+    if seed is not None:
+        rng.shuffle(order)
+    order.sort(key=lambda i: -lengths[i])  # stable: the shuffle breaks ties
+    rows: list[list[int]] = []
+    free: list[int] = []  # sorted remaining capacities of open rows
+    rows_by_free: dict[int, list[int]] = {}
+    for i in order:
+        n = min(lengths[i], capacity)
+        at = bisect.bisect_left(free, n)
+        if at < len(free):  # the fullest row this example still fits in
+            space = free.pop(at)
+            row = rows_by_free[space].pop()
+        else:
+            space = capacity
+            row = len(rows)
+            rows.append([])
+        rows[row].append(i)
+        left = space - n
+        if left > 0:
+            bisect.insort(free, left)
+            rows_by_free.setdefault(left, []).append(row)
+    if seed is not None:
+        rng.shuffle(rows)
+    return rows
+
+
+def row_capacity(lengths: list[int], context_length: int, pack_tokens: int) -> int:
+    """Tokens per packed row: ``pack_tokens``, but never less than the longest example nor more than
+    ``context_length``.
+
+    Packed rows shorter than the context length change nothing in what is learned (examples never
+    see each other anyway) and avoid paying a dense L x L attention for a long, mostly masked row.
+    """
+    longest = max(lengths, default=1)
+    return max(1, min(context_length, max(pack_tokens, longest)))
+
+
+def collate(rows: list[list[Tokenized]], pad_id: int, dtype: torch.dtype = torch.float32) -> Batch:
+    """Rows of examples -> one padded micro-batch with a block-diagonal causal mask."""
+    length = max(sum(len(e) for e in row) for row in rows)
+    length = -(-length // PAD_MULTIPLE) * PAD_MULTIPLE
+    b = len(rows)
+    input_ids = torch.full((b, length), pad_id, dtype=torch.long)
+    position_ids = torch.zeros((b, length), dtype=torch.long)
+    targets = torch.full((b, length), IGNORE, dtype=torch.long)
+    segment = torch.full((b, length), -1, dtype=torch.long)  # which example each token belongs to
+    tokens = 0
+    for r, row in enumerate(rows):
+        start = 0
+        for s, example in enumerate(row):
+            n = len(example)
+            end = start + n
+            input_ids[r, start:end] = torch.tensor(example.input_ids)
+            position_ids[r, start:end] = torch.arange(n)
+            targets[r, start : end - 1] = torch.tensor(example.labels[1:])
+            segment[r, start:end] = s
+            start = end
+        tokens += start
+        # Padding attends to itself only: no softmax over an all-masked row, and never seen by real tokens.
+        segment[r, start:] = -2 - torch.arange(length - start)
+        position_ids[r, start:] = torch.arange(length - start)
+    same = segment[:, :, None] == segment[:, None, :]
+    causal = torch.ones((length, length), dtype=torch.bool).tril()
+    allowed = same & causal
+    mask = torch.zeros((b, 1, length, length), dtype=dtype)
+    mask.masked_fill_(~allowed[:, None], torch.finfo(dtype).min)
+    return Batch(input_ids, position_ids, mask, targets, tokens)
