@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import time
 from pathlib import Path
 
 import pytest
 
-ISOLATED_ENV = ("TUNEDECK_URL", "TUNEDECK_TOKEN", "TUNEDECK_VOLUMES", "TUNEDECK_MODELS", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+from tests.helpers import ISOLATED_ENV, stop_service
 
 
 @pytest.fixture
@@ -24,23 +20,6 @@ def home(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     return h
 
-
-def stop_service(home: Path) -> None:
-    try:
-        pid = json.loads((home / "service.json").read_text())["pid"]
-    except (OSError, ValueError, KeyError):
-        return
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    for _ in range(100):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.1)
-    os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture

@@ -45,7 +45,7 @@ def serve(home: Path, host: str = "127.0.0.1", port: int = 0, max_concurrent: in
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
     url = f"http://{shown_host}:{bound_port}"
 
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=2))
     service.start()
     info = {"url": url, "pid": os.getpid(), "home": str(home)}
     tmp = home / "service.json.tmp"

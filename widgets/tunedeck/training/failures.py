@@ -12,8 +12,11 @@ class TrainingFailure(Exception):
     the one sentence the run's FAILED event shows, naming the problem and where it is."""
 
 
-class StopRequested(Exception):
-    """SIGTERM arrived: leave at the next safe point, write nothing new, exit 143."""
+class StopRequested(BaseException):
+    """SIGTERM arrived: leave at the next safe point, write nothing new, exit 143.
+
+    A BaseException (like KeyboardInterrupt), so that no library's `except Exception` swallows it.
+    """
 
 
 class StopSignal:

@@ -1,0 +1,111 @@
+"""How long a run is, in optimizer steps, and what happens when: batch sizes, LR schedule, checkpoints.
+
+Everything here is plain arithmetic on counts (no torch) so it is easy to test and to reason about.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from tunedeck.inputs.params import Duration
+
+# Tokens per optimizer step when the run does not say. On CPU a step of ~4k tokens takes seconds on a
+# 135M model, so progress is visible and a run of a few hundred examples still gets tens of steps; on
+# a GPU larger batches are cheap and give smoother gradients.
+DEFAULT_BATCH_TOKENS = {"cpu": 4096, "cuda": 32768}
+# Tokens per forward/backward pass (gradient accumulation splits a step into these). On CPU, one or
+# two packed rows: bigger micro-batches do not run faster and only cost memory; on a GPU more fit.
+MICRO_BATCH_TOKENS = {"cpu": 2048, "cuda": 16384}
+# Target length of a packed row (see packing.row_capacity): long enough to pack many short examples,
+# short enough that the dense L x L attention of a mostly block-diagonal mask stays cheap.
+PACK_TOKENS = {"cpu": 2048, "cuda": 8192}
+WARMUP_FRACTION = 0.02
+MAX_CHECKPOINTS = 5
+
+
+@dataclass
+class Plan:
+    rows_per_epoch: int
+    tokens_per_epoch: int
+    rows_per_step: int
+    micro_batch_rows: int
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+    checkpoint_steps: list[int] = field(default_factory=list)
+
+    @property
+    def epochs(self) -> float:
+        return self.total_steps / self.steps_per_epoch
+
+    def epoch_of(self, step: int) -> int:
+        """0-based epoch that 1-based ``step`` belongs to."""
+        return (step - 1) // self.steps_per_epoch
+
+    def rows_of(self, step: int) -> slice:
+        """Which of its epoch's packed rows 1-based ``step`` trains on."""
+        k = (step - 1) % self.steps_per_epoch
+        return slice(k * self.rows_per_step, min((k + 1) * self.rows_per_step, self.rows_per_epoch))
+
+    def completed_epochs(self, step: int) -> int:
+        """Epochs finished after ``step`` steps: the E of a checkpoint named ep{E}-ba{B}."""
+        return step // self.steps_per_epoch
+
+    def lr_multiplier(self, step_index: int) -> float:
+        return lr_multiplier(step_index, self.warmup_steps, self.total_steps)
+
+
+def make_plan(
+    duration: Duration,
+    rows_per_epoch: int,
+    tokens_per_epoch: int,
+    row_tokens: int,
+    batch_tokens: int,
+    micro_batch_tokens: int,
+    max_checkpoints: int = MAX_CHECKPOINTS,
+) -> Plan:
+    """Steps for a duration in epochs, tokens or batches; epochs repeat when ba/tok run past one."""
+    if rows_per_epoch <= 0:
+        raise ValueError("there are no training rows")
+    rows_per_step = max(1, batch_tokens // row_tokens)
+    micro_batch_rows = max(1, min(rows_per_step, micro_batch_tokens // row_tokens))
+    steps_per_epoch = math.ceil(rows_per_epoch / rows_per_step)
+    if duration.unit == "ep":
+        total = duration.value * steps_per_epoch
+    elif duration.unit == "ba":
+        total = duration.value
+    else:  # tokens: the steps that cover that many tokens at this data's tokens per step
+        total = max(1, math.ceil(duration.value * steps_per_epoch / max(1, tokens_per_epoch)))
+    warmup = max(1, round(WARMUP_FRACTION * total))
+    return Plan(
+        rows_per_epoch=rows_per_epoch,
+        tokens_per_epoch=tokens_per_epoch,
+        rows_per_step=rows_per_step,
+        micro_batch_rows=micro_batch_rows,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total,
+        warmup_steps=warmup,
+        checkpoint_steps=checkpoint_steps(total, steps_per_epoch, max_checkpoints),
+    )
+
+
+def lr_multiplier(step_index: int, warmup_steps: int, total_steps: int) -> float:
+    """Linear warmup to 1 over ``warmup_steps``, then linear decay towards 0 at the end of the run.
+
+    ``step_index`` is the 0-based optimizer step about to be taken. This is transformers'
+    ``get_linear_schedule_with_warmup`` shifted by one step, so that the first step does not have a
+    learning rate of exactly 0 (a wasted step, and a 1-step run that learns nothing) and the last
+    one is small but not zero.
+    """
+    k, w, t = step_index, max(1, warmup_steps), max(1, total_steps)
+    return max(0.0, min((k + 1) / w, (t - k) / (t - w + 1)))
+
+
+def checkpoint_steps(total_steps: int, steps_per_epoch: int, max_checkpoints: int = MAX_CHECKPOINTS) -> list[int]:
+    """Epoch ends, thinned to at most ``max_checkpoints`` evenly spaced ones, always the last step."""
+    ends = [e * steps_per_epoch for e in range(1, total_steps // steps_per_epoch + 1) if e * steps_per_epoch < total_steps]
+    keep = max(0, max_checkpoints - 1)
+    if len(ends) > keep:
+        ends = [ends[round((j + 1) * len(ends) / (keep + 1)) - 1] for j in range(keep)] if keep else []
+    return sorted(set(ends) | {total_steps})

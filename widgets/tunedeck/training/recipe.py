@@ -1,0 +1,277 @@
+"""The training recipe: one run, read top to bottom.
+
+    setup       device, model files, tokenizer, context length
+    data        read, check, tokenize, pack                      -> DATA_VALIDATED
+    model       weights, learning rate, optimizer, schedule       -> MODEL_INITIALIZED
+    tracking    MLflow experiment and run                         -> run fields
+    train       steps of packed rows, gradient accumulation       -> TRAIN_UPDATED, metrics
+    checkpoint  save, eval loss, eval_prompts generations         -> CHECKPOINT_SAVED, EVAL_*
+    export      final HF folder, MLflow artifacts, registry       -> TRAIN_FINISHED, MODEL_REGISTERED
+    cleanup     close the MLflow run with the outcome
+
+Optimizer: AdamW, betas (0.9, 0.95), no weight decay, gradient clipping at norm 1.0; LR warms up
+linearly over 2% of the steps (at least one) and decays linearly towards 0 (see plan.lr_multiplier).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tunedeck.inputs.params import check_task_type, default_learning_rate, parse_duration
+from tunedeck.inputs.spec import RunSpec
+from tunedeck.training.checkpoint import SavedCheckpoint, export_model, save_checkpoint
+from tunedeck.training.data import Split, make_split, tokenize_source
+from tunedeck.training.evaluate import eval_loss, generate
+from tunedeck.training.failures import StopRequested, StopSignal, TrainingFailure
+from tunedeck.training.loss import loss_sum
+from tunedeck.training.models import (
+    Device,
+    count_parameters,
+    load_config,
+    load_model,
+    load_tokenizer,
+    model_folder,
+    pick_device,
+    resolve_context_length,
+)
+from tunedeck.training.packing import collate
+from tunedeck.training.plan import DEFAULT_BATCH_TOKENS, MICRO_BATCH_TOKENS, PACK_TOKENS, Plan, make_plan
+from tunedeck.training.progress import Progress
+from tunedeck.training.report import Reporter, format_duration
+from tunedeck.training.tokenize import IGNORE, Tokenized
+from tunedeck.training.tracking import Tracker
+from tunedeck.types import EventType
+
+log = logging.getLogger(__name__)
+
+SEED = 0
+BETAS = (0.9, 0.95)
+MAX_GRAD_NORM = 1.0
+
+
+@dataclass
+class Result:
+    """What a finished run produced (the worker reports it; tests assert on it)."""
+
+    model_dir: Path
+    checkpoints: list[SavedCheckpoint]
+    losses: list[float]
+    mlflow_run_id: str
+    registered_model_version: int
+
+
+def run(spec: RunSpec, reporter: Reporter, stop: StopSignal | None = None) -> Result:
+    stop = stop or StopSignal()
+    run_dir = Path(spec.run_dir)
+
+    # --- setup -----------------------------------------------------------------------------------
+    task = check_task_type(spec.task_type)
+    try:
+        duration = parse_duration(spec.training_duration)
+    except ValueError as error:
+        raise TrainingFailure(f"training_duration: {error}") from None
+    torch.manual_seed(SEED)
+    device = pick_device()
+    kind = device.device.type if device.device.type in DEFAULT_BATCH_TOKENS else "cpu"
+    folder = model_folder(spec)
+    tokenizer = load_tokenizer(folder)
+    config = load_config(folder)
+    context_length = resolve_context_length(spec, config)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    # --- data ------------------------------------------------------------------------------------
+    train = make_split(
+        tokenize_source(spec.train_data, task, "train_data_path", tokenizer, context_length),
+        "train_data_path", context_length, PACK_TOKENS[kind],
+    )
+    evals: Split | None = None
+    if spec.eval_data is not None:
+        evals = make_split(
+            tokenize_source(spec.eval_data, task, "eval_data_path", tokenizer, context_length),
+            "eval_data_path", context_length, PACK_TOKENS[kind],
+        )
+    message = train.describe("train") + (f"; {evals.describe('eval')}" if evals else "")
+    reporter.event(
+        EventType.DATA_VALIDATED, message, train=train.summary(), eval=evals.summary() if evals else None,
+        context_length=context_length,
+    )
+
+    # --- model, optimizer, schedule --------------------------------------------------------------
+    model = load_model(folder, spec, device)
+    model.train()
+    parameters = count_parameters(model)
+    learning_rate = float(spec.learning_rate or default_learning_rate(parameters))
+    batch_tokens = int(spec.batch_tokens or DEFAULT_BATCH_TOKENS[kind])
+    first_rows = train.rows(0)
+    plan = make_plan(duration, len(first_rows), train.data.tokens, train.capacity, batch_tokens, MICRO_BATCH_TOKENS[kind])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, betas=BETAS, weight_decay=0.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, plan.lr_multiplier)
+    dtype = "float32" if device.autocast_dtype is None else f"{str(device.autocast_dtype).removeprefix('torch.')} autocast, float32 weights"
+    reporter.event(
+        EventType.MODEL_INITIALIZED,
+        f"{spec.model_name}: {parameters:,} parameters, {dtype} on {device.label}; learning rate {learning_rate:g}, "
+        f"context length {context_length:,}; {plan.total_steps:,} steps of {plan.rows_per_step} row(s) "
+        f"(~{plan.rows_per_step * train.capacity:,} tokens), {plan.steps_per_epoch:,} per epoch, "
+        f"{plan.warmup_steps} warmup",
+        parameters=parameters, dtype=dtype, device=device.label, learning_rate=learning_rate,
+        context_length=context_length, total_steps=plan.total_steps, steps_per_epoch=plan.steps_per_epoch,
+        warmup_steps=plan.warmup_steps, rows_per_step=plan.rows_per_step, micro_batch_rows=plan.micro_batch_rows,
+        row_tokens=train.capacity, batch_tokens=batch_tokens, checkpoint_steps=plan.checkpoint_steps,
+    )
+
+    # --- tracking --------------------------------------------------------------------------------
+    tracker = Tracker.start(
+        spec.mlflow_tracking_uri, spec.experiment_path, spec.mlflow_artifact_root, spec.name,
+        params={
+            "model": spec.model_name, "task_type": task, "train_data_path": spec.train_data.origin,
+            "eval_data_path": spec.eval_data.origin if spec.eval_data else None,
+            "custom_weights_path": spec.custom_weights_path, "training_duration": str(duration),
+            "learning_rate": learning_rate, "context_length": context_length, "total_steps": plan.total_steps,
+            "steps_per_epoch": plan.steps_per_epoch, "warmup_steps": plan.warmup_steps,
+            "rows_per_step": plan.rows_per_step, "row_tokens": train.capacity, "batch_tokens": batch_tokens,
+            "optimizer": f"AdamW(betas={BETAS}, weight_decay=0.0)", "max_grad_norm": MAX_GRAD_NORM,
+            "scheduler": "linear warmup (2%) + linear decay to 0", "parameters": parameters, "dtype": dtype,
+            "seed": SEED, "eval_prompts": len(spec.eval_prompts) or None,
+        },
+        tags={"tunedeck.run": spec.name, **({"mlflow.user": spec.created_by} if spec.created_by else {})},
+    )
+    reporter.run(mlflow_experiment_id=tracker.experiment_id, mlflow_run_id=tracker.run_id)
+
+    try:
+        with stop.safe_points():
+            # --- train ---------------------------------------------------------------------------
+            progress = Progress(plan.total_steps, len(plan.checkpoint_steps))
+            checkpoints: list[SavedCheckpoint] = []
+            losses: list[float] = []
+            epoch, rows = 0, first_rows
+            eval_rows = evals.rows() if evals else []
+            for step in range(1, plan.total_steps + 1):
+                if plan.epoch_of(step) != epoch:
+                    epoch = plan.epoch_of(step)
+                    rows = train.rows(epoch)
+                started = time.monotonic()
+                lr = scheduler.get_last_lr()[0]
+                loss, tokens, grad_norm = train_step(
+                    model, optimizer, rows[plan.rows_of(step)], plan.micro_batch_rows, pad_id, device, stop
+                )
+                scheduler.step()
+                progress.step_done(tokens, time.monotonic() - started)
+                losses.append(loss)
+                values = {"train/loss": loss, "train/lr": lr, "train/tokens_per_second": tokens / max(1e-9, time.monotonic() - started)}
+                reporter.metrics(step, values)
+                tracker.log_metrics(step, {**values, "train/grad_norm": grad_norm})
+                if progress.should_report(step):
+                    report_progress(reporter, plan, progress, step, loss, lr)
+
+                # --- checkpoint ------------------------------------------------------------------
+                if step in plan.checkpoint_steps:
+                    stop.check()  # a stop request never writes a new checkpoint
+                    started = time.monotonic()
+                    saved = save_checkpoint(model, tokenizer, run_dir, plan.completed_epochs(step), step, step)
+                    checkpoints.append(saved)
+                    reporter.event(
+                        EventType.CHECKPOINT_SAVED, f"checkpoint {saved.name} saved",
+                        checkpoint=saved.name, path=str(saved.path), epoch=saved.epoch, batch=saved.batch,
+                    )
+                    evaluate(model, tokenizer, spec, task, evals, eval_rows, pad_id, device, saved, reporter, tracker)
+                    progress.checkpoint_done(time.monotonic() - started)
+            tracker.flush()
+            reporter.event(
+                EventType.TRAIN_FINISHED,
+                f"training finished: {plan.total_steps:,} steps, final loss {losses[-1]:.4f}, "
+                f"{progress.tokens_per_second:,.0f} tok/s",
+                steps=plan.total_steps, loss=losses[-1], tokens_per_second=progress.tokens_per_second,
+            )
+
+            # --- export --------------------------------------------------------------------------
+            stop.check()
+            model_dir = export_model(checkpoints[-1].path, run_dir)
+            source = tracker.log_model_folder(model_dir)
+            version = tracker.register(spec.register_to, source)
+            reporter.run(registered_model_name=spec.register_to, registered_model_version=version, progress=100.0)
+            reporter.event(
+                EventType.MODEL_REGISTERED, f"registered {spec.register_to} version {version}",
+                name=spec.register_to, version=version, mlflow_run_id=tracker.run_id, source=source,
+            )
+    # --- cleanup ---------------------------------------------------------------------------------
+    except StopRequested:
+        tracker.finish("KILLED")
+        raise
+    except BaseException:
+        tracker.finish("FAILED")
+        raise
+    tracker.finish("FINISHED")
+    return Result(model_dir, checkpoints, losses, tracker.run_id, version)
+
+
+def train_step(
+    model: Any,
+    optimizer: torch.optim.Optimizer,
+    rows: list[list[Tokenized]],
+    micro_batch_rows: int,
+    pad_id: int,
+    device: Device,
+    stop: StopSignal,
+) -> tuple[float, int, float]:
+    """One optimizer step over ``rows``: (mean token loss, tokens, gradient norm before clipping).
+
+    Each micro-batch's summed loss is divided by the loss-bearing tokens of the *whole step*, so the
+    accumulated gradient is that of the mean over the step's tokens however rows are grouped.
+    """
+    count = sum(sum(1 for x in e.labels[1:] if x != IGNORE) for row in rows for e in row)
+    total, tokens = 0.0, 0
+    for i in range(0, len(rows), micro_batch_rows):
+        stop.check()
+        batch = collate(rows[i : i + micro_batch_rows], pad_id, device.compute_dtype).to(device.device)
+        with device.autocast():
+            loss, _ = loss_sum(model, batch)
+        (loss / count).backward()
+        total += float(loss.detach())
+        tokens += batch.tokens
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM))
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return total / count, tokens, grad_norm
+
+
+def evaluate(
+    model: Any, tokenizer: Any, spec: RunSpec, task: str, evals: Split | None, eval_rows: list,
+    pad_id: int, device: Device, saved: SavedCheckpoint, reporter: Reporter, tracker: Tracker,
+) -> None:
+    """Eval loss on the eval data and generations for eval_prompts, at a checkpoint."""
+    if evals is not None:
+        micro = max(1, MICRO_BATCH_TOKENS[device.device.type if device.device.type in MICRO_BATCH_TOKENS else "cpu"] // evals.capacity)
+        loss = eval_loss(model, eval_rows, micro, pad_id, device)
+        reporter.metrics(saved.step, {"eval/loss": loss})
+        tracker.log_metrics(saved.step, {"eval/loss": loss}, force=True)
+        reporter.event(
+            EventType.EVAL_COMPLETED, f"eval loss {loss:.4f} at {saved.name}",
+            step=saved.step, checkpoint=saved.name, eval_loss=loss,
+        )
+    if spec.eval_prompts:
+        generations = generate(model, tokenizer, spec.eval_prompts, task, device)
+        tracker.log_generations(saved.name, saved.step, generations)
+        reporter.event(
+            EventType.EVAL_GENERATIONS, f"{len(generations)} generation(s) at {saved.name}",
+            checkpoint=saved.name, step=saved.step, generations=generations,
+        )
+
+
+def report_progress(reporter: Reporter, plan: Plan, progress: Progress, step: int, loss: float, lr: float) -> None:
+    epochs = max(1, -(-plan.total_steps // plan.steps_per_epoch))
+    eta = progress.eta_seconds(step)
+    tps = progress.tokens_per_second
+    reporter.event(
+        EventType.TRAIN_UPDATED,
+        f"[ep {plan.epoch_of(step) + 1}/{epochs}] [ba {step}/{plan.total_steps}] loss {loss:.4f}, "
+        f"{tps:,.0f} tok/s, ETA {format_duration(eta)}",
+        step=step, total_steps=plan.total_steps, epoch=round(step / plan.steps_per_epoch, 4),
+        progress=progress.percent(step), loss=loss, lr=lr, tokens_per_second=tps, eta_seconds=round(eta, 1),
+    )
+    reporter.run(progress=progress.percent(step), estimated_end_time=progress.estimated_end(step))

@@ -1,0 +1,142 @@
+"""Everything the worker does with MLflow: experiment, run, params, metrics, generations, model, registry.
+
+Uses ``MlflowClient`` with explicit ids (no global "active run"), so nothing depends on process-wide
+state. Metrics are buffered and written with ``log_batch`` every few seconds: one SQLite transaction
+per step would slow a fast run down and contend with the service for the database.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+FLUSH_SECONDS = 5.0
+MAX_BATCH = 900  # MLflow accepts at most 1000 metrics per log_batch call
+
+
+def quiet_mlflow_logs() -> None:
+    """MLflow and alembic log every schema migration and run start at INFO; the worker log wants none."""
+    for name in ("mlflow", "alembic", "alembic.runtime.migration", "sqlalchemy"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+class Tracker:
+    """One MLflow run for one training run."""
+
+    def __init__(self, tracking_uri: str, experiment_id: str, run_id: str, artifact_uri: str):
+        from mlflow import MlflowClient
+
+        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        self.experiment_id = experiment_id
+        self.run_id = run_id
+        self.artifact_uri = artifact_uri
+        self._pending: list[Any] = []
+        self._last_flush = time.monotonic()
+        self._generations: dict[str, list[Any]] = {"checkpoint": [], "step": [], "prompt": [], "generation": []}
+
+    @classmethod
+    def start(
+        cls,
+        tracking_uri: str,
+        experiment_path: str,
+        artifact_root: str,
+        run_name: str,
+        params: dict[str, Any],
+        tags: dict[str, str] | None = None,
+    ) -> "Tracker":
+        from mlflow import MlflowClient
+
+        quiet_mlflow_logs()
+        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        experiment_id = _experiment(client, experiment_path, artifact_root)
+        run = client.create_run(experiment_id, run_name=run_name, tags=tags or {})
+        tracker = cls(tracking_uri, experiment_id, run.info.run_id, run.info.artifact_uri)
+        tracker.log_params(params)
+        quiet_mlflow_logs()  # the first database access may have reconfigured them
+        return tracker
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:6000]) for k, v in params.items() if v is not None]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i : i + 100])
+
+    def log_metrics(self, step: int, values: dict[str, float], force: bool = False) -> None:
+        """Queue metrics; written at most every FLUSH_SECONDS (or now with ``force``)."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self._pending.extend(Metric(k, float(v), now, int(step)) for k, v in values.items() if v == v)
+        if force or len(self._pending) >= MAX_BATCH or time.monotonic() - self._last_flush >= FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        while self._pending:
+            chunk, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            self.client.log_batch(self.run_id, metrics=chunk)
+        self._last_flush = time.monotonic()
+
+    def log_generations(self, checkpoint: str, step: int, generations: list[dict[str, str]]) -> None:
+        """All generations so far as one table (eval_generations.json), shown in MLflow's artifact view."""
+        for g in generations:
+            self._generations["checkpoint"].append(checkpoint)
+            self._generations["step"].append(step)
+            self._generations["prompt"].append(g["prompt"])
+            self._generations["generation"].append(g["generation"])
+        self.client.log_table(self.run_id, data=self._generations, artifact_file="eval_generations.json")
+
+    def log_model_folder(self, folder: Path) -> str:
+        """Upload the final HF folder under ``model``; returns its artifact URI (the version's source)."""
+        self.client.log_artifacts(self.run_id, str(folder), artifact_path="model")
+        return f"{self.artifact_uri.rstrip('/')}/model"
+
+    def register(self, name: str, source: str) -> int:
+        """A new version of registered model ``name`` (created if absent) pointing at ``source``."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.create_registered_model(name)
+        except MlflowException as error:
+            if getattr(error, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
+                raise
+        version = self.client.create_model_version(name, source=source, run_id=self.run_id)
+        return int(version.version)
+
+    def finish(self, status: str = "FINISHED") -> None:
+        """Flush and close the run. Never raises: the run's outcome is already decided."""
+        try:
+            self.flush()
+        except Exception as error:  # noqa: BLE001
+            log.warning("could not write the last metrics to MLflow: %s", error)
+        try:
+            self.client.set_terminated(self.run_id, status=status)
+        except Exception as error:  # noqa: BLE001
+            log.warning("could not close the MLflow run: %s", error)
+
+
+def _experiment(client: Any, path: str, artifact_root: str) -> str:
+    """The id of experiment ``path``, created with its artifacts under ``artifact_root`` if missing.
+
+    Without an explicit artifact_location, a SQLite-backed MLflow puts artifacts in ./mlruns of
+    whatever directory the process runs in.
+    """
+    from mlflow.exceptions import MlflowException
+
+    experiment = client.get_experiment_by_name(path)
+    if experiment is None:
+        location = (Path(artifact_root) / path.strip("/")).resolve()
+        location.mkdir(parents=True, exist_ok=True)
+        try:
+            return client.create_experiment(path, artifact_location=location.as_uri())
+        except MlflowException as error:  # created by a concurrent run in the meantime
+            experiment = client.get_experiment_by_name(path)
+            if experiment is None:
+                raise error
+    if experiment.lifecycle_stage == "deleted":
+        client.restore_experiment(experiment.experiment_id)
+    return experiment.experiment_id
