@@ -161,9 +161,10 @@ def run(spec: RunSpec, reporter: Reporter, stop: StopSignal | None = None) -> Re
                     model, optimizer, rows[plan.rows_of(step)], plan.micro_batch_rows, pad_id, device, stop
                 )
                 scheduler.step()
-                progress.step_done(tokens, time.monotonic() - started)
+                seconds = time.monotonic() - started
+                progress.step_done(tokens, seconds)
                 losses.append(loss)
-                values = {"train/loss": loss, "train/lr": lr, "train/tokens_per_second": tokens / max(1e-9, time.monotonic() - started)}
+                values = {"train/loss": loss, "train/lr": lr, "train/tokens_per_second": tokens / max(1e-9, seconds)}
                 reporter.metrics(step, values)
                 tracker.log_metrics(step, {**values, "train/grad_norm": grad_norm})
                 if progress.should_report(step):

@@ -8,6 +8,7 @@ per step would slow a fast run down and contend with the service for the databas
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ MAX_BATCH = 900  # MLflow accepts at most 1000 metrics per log_batch call
 
 def quiet_mlflow_logs() -> None:
     """MLflow and alembic log every schema migration and run start at INFO; the worker log wants none."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for name in ("mlflow", "alembic", "alembic.runtime.migration", "sqlalchemy"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
@@ -36,7 +38,6 @@ class Tracker:
         self.artifact_uri = artifact_uri
         self._pending: list[Any] = []
         self._last_flush = time.monotonic()
-        self._generations: dict[str, list[Any]] = {"checkpoint": [], "step": [], "prompt": [], "generation": []}
 
     @classmethod
     def start(
@@ -82,13 +83,14 @@ class Tracker:
         self._last_flush = time.monotonic()
 
     def log_generations(self, checkpoint: str, step: int, generations: list[dict[str, str]]) -> None:
-        """All generations so far as one table (eval_generations.json), shown in MLflow's artifact view."""
-        for g in generations:
-            self._generations["checkpoint"].append(checkpoint)
-            self._generations["step"].append(step)
-            self._generations["prompt"].append(g["prompt"])
-            self._generations["generation"].append(g["generation"])
-        self.client.log_table(self.run_id, data=self._generations, artifact_file="eval_generations.json")
+        """Add this checkpoint's generations to the run's eval_generations.json table (log_table appends)."""
+        table = {
+            "checkpoint": [checkpoint] * len(generations),
+            "step": [step] * len(generations),
+            "prompt": [g["prompt"] for g in generations],
+            "generation": [g["generation"] for g in generations],
+        }
+        self.client.log_table(self.run_id, data=table, artifact_file="eval_generations.json")
 
     def log_model_folder(self, folder: Path) -> str:
         """Upload the final HF folder under ``model``; returns its artifact URI (the version's source)."""

@@ -1,0 +1,171 @@
+"""What the kernel knows about one run, read from the service a little at a time.
+
+``RunTracker.poll()`` asks only for what is new (events with sequence > the last seen, metric points
+with id > the last seen) and returns that as a ``Delta``; the monitor forwards the delta to the
+browser. The tracker keeps the whole history so a view that (re)connects can be sent what it lacks.
+No widget code here: the incremental logic is tested without Jupyter.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Callable
+
+from tunedeck.types import EventType, TrainingEvent, TrainingRun
+
+#: Metric names sent to the browser (the chart draws losses; the rest stays in the kernel).
+CHART_METRICS = ("train/loss", "eval/loss")
+
+
+def event_json(event: TrainingEvent) -> dict[str, Any]:
+    """An event as the browser gets it: plain JSON, text left as text."""
+    return {
+        "seq": event.sequence,
+        "type": str(event.type),
+        "time": event.time.isoformat() if event.time else None,
+        "message": event.message or "",
+        "data": event.data or {},
+    }
+
+
+def metric_json(point: dict[str, Any]) -> dict[str, Any]:
+    return {"id": point["id"], "step": point["step"], "name": point["name"], "value": point["value"]}
+
+
+@dataclass
+class Delta:
+    """What one poll found: new events and chart points, and whether the run itself changed."""
+
+    events: list[dict[str, Any]] = field(default_factory=list)
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    run_changed: bool = False
+
+    def __bool__(self) -> bool:
+        return bool(self.events or self.metrics or self.run_changed)
+
+
+class RunTracker:
+    """The run, its events and its loss points, with ``after=`` cursors into the service."""
+
+    def __init__(self, name: str, client_factory: Callable[[], Any]):
+        self.name = name
+        self._client_factory = client_factory
+        self.run: TrainingRun | None = None
+        self.events: list[dict[str, Any]] = []
+        self.metrics: list[dict[str, Any]] = []
+        self.last_seq = 0
+        self.last_metric_id = 0
+        self.lock = threading.RLock()  # poll thread vs. the kernel's message handler
+
+    # -- reading ----------------------------------------------------------------------------------
+    def poll(self) -> Delta:
+        """Fetch what changed since the last poll. Run first, then events: a terminal status is
+        written together with its terminal event, so the events read after it include that event."""
+        client = self._client_factory()
+        run = client.get_run(self.name)
+        events = client.events(self.name, after=self.last_seq)
+        try:
+            points = client.metrics(self.name, after=self.last_metric_id)
+        except AttributeError:  # a client without metrics: the chart falls back to events
+            points = []
+        with self.lock:
+            delta = Delta(run_changed=self.run is None or run.to_dict() != self.run.to_dict())
+            self.run = run
+            for event in events:
+                if event.sequence > self.last_seq:
+                    self.events.append(event_json(event))
+                    self.last_seq = event.sequence
+                    delta.events.append(self.events[-1])
+            for point in points:
+                if point["id"] > self.last_metric_id:
+                    self.last_metric_id = point["id"]
+                    if point["name"] in CHART_METRICS:
+                        self.metrics.append(metric_json(point))
+                        delta.metrics.append(self.metrics[-1])
+            return delta
+
+    @property
+    def terminal(self) -> bool:
+        return self.run is not None and self.run.status.is_terminal()
+
+    def missing(self, first_seq: int, last_seq: int, last_metric_id: int) -> tuple[list[dict], list[dict]]:
+        """Events outside the range [first_seq, last_seq] a view already holds, and newer points."""
+        with self.lock:
+            if last_seq <= 0:
+                events = list(self.events)
+            else:
+                events = [e for e in self.events if e["seq"] < first_seq or e["seq"] > last_seq]
+            return events, [m for m in self.metrics if m["id"] > last_metric_id]
+
+    # -- derived ----------------------------------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        """The small, often-changing state the view shows at the top (synced as one traitlet)."""
+        with self.lock:
+            run = self.run
+            out: dict[str, Any] = {"name": self.name, "event_count": len(self.events), "last_seq": self.last_seq}
+            if run is None:
+                return out
+            out.update(
+                status=run.status.value,
+                terminal=run.status.is_terminal(),
+                model=run.model,
+                task_type=run.task_type,
+                details=run.details,
+                training_duration=run.training_duration,
+                created_at=_iso(run.created_at),
+                started_at=_iso(run.started_at),
+                completed_at=_iso(run.completed_at),
+                progress=run.progress,
+                experiment_path=run.experiment_path,
+                mlflow_experiment_id=run.mlflow_experiment_id,
+                mlflow_run_id=run.mlflow_run_id,
+                registered_model_name=run.registered_model_name,
+                registered_model_version=run.registered_model_version,
+                eta_at=_iso(run.estimated_end_time),
+            )
+            latest = self._latest(EventType.TRAIN_UPDATED.value)
+            if latest:
+                data = latest["data"]
+                for key in ("step", "total_steps", "epoch", "loss", "lr", "tokens_per_second"):
+                    if data.get(key) is not None:
+                        out[key] = data[key]
+                if out.get("progress") is None and data.get("progress") is not None:
+                    out["progress"] = data["progress"]
+                if not out["eta_at"] and data.get("eta_seconds") is not None and latest["time"] and not run.status.is_terminal():
+                    out["eta_at"] = _iso(datetime.fromisoformat(latest["time"]) + timedelta(seconds=float(data["eta_seconds"])))
+            evaluated = self._latest(EventType.EVAL_COMPLETED.value)
+            if evaluated and evaluated["data"].get("eval_loss") is not None:
+                out["eval_loss"] = evaluated["data"]["eval_loss"]
+            failed = self._latest(EventType.FAILED.value)
+            if failed:
+                out["failure"] = failed["data"].get("reason") or failed["message"]
+            registered = self._latest(EventType.MODEL_REGISTERED.value)
+            if registered and not out.get("registered_model_version"):
+                out["registered_model_name"] = registered["data"].get("name") or out.get("registered_model_name")
+                out["registered_model_version"] = registered["data"].get("version")
+            if run.status.is_terminal():
+                out["eta_at"] = None
+                if run.status.value == "COMPLETED":
+                    out["progress"] = 100.0
+            return out
+
+    def generations(self) -> list[dict[str, Any]]:
+        """Eval generations per checkpoint, oldest first (for text snapshots)."""
+        with self.lock:
+            return [
+                {"checkpoint": e["data"].get("checkpoint"), "step": e["data"].get("step"), "generations": e["data"].get("generations") or []}
+                for e in self.events
+                if e["type"] == EventType.EVAL_GENERATIONS.value
+            ]
+
+    def _latest(self, event_type: str) -> dict[str, Any] | None:
+        for event in reversed(self.events):
+            if event["type"] == event_type:
+                return event
+        return None
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
