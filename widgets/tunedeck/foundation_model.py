@@ -143,10 +143,19 @@ def get_events(run: RunRef, follow: bool = False) -> TunedeckList[TrainingEvent]
     """
     if not follow:
         return TunedeckList(get_client().events(_name(run)))
-    from tqdm.auto import tqdm
+    if "ipykernel" in sys.modules:
+        from tqdm.auto import tqdm  # a widget bar in a notebook
+
+        show_bar, lines_to = True, sys.stdout
+    else:
+        from tqdm import tqdm
+
+        show_bar = sys.stderr.isatty()  # in a log or a pipe: plain lines, progress every 10 s
+        lines_to = sys.stderr if show_bar else sys.stdout
 
     events: TunedeckList[TrainingEvent] = TunedeckList()
-    with tqdm(total=100, unit="%", desc=_name(run), file=sys.stderr,
+    last_line = 0.0
+    with tqdm(total=100, unit="%", desc=_name(run), file=sys.stderr, disable=not show_bar,
               bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}") as bar:
         for event in iter_events(run):
             events.append(event)
@@ -155,11 +164,18 @@ def get_events(run: RunRef, follow: bool = False) -> TunedeckList[TrainingEvent]
                 bar.update(max(0.0, min(100.0, float(progress)) - bar.n))
             if event.type == EventType.COMPLETED.value:
                 bar.update(100 - bar.n)
-            if event.type == EventType.TRAIN_UPDATED.value:
+            if event.type != EventType.TRAIN_UPDATED.value:
+                tqdm.write(_line(event), file=lines_to)
+            elif show_bar:
                 bar.set_postfix_str(_short(event), refresh=True)
-            else:
-                bar.write(f"{event.time.astimezone():%H:%M:%S}  {event.type:<18} {event.message}")
+            elif time.monotonic() - last_line >= 10 or progress == 100:
+                last_line = time.monotonic()
+                print(_line(event), flush=True)
     return events
+
+
+def _line(event: TrainingEvent) -> str:
+    return f"{event.time.astimezone():%H:%M:%S}  {event.type:<18} {event.message}"
 
 
 def _short(event: TrainingEvent) -> str:
