@@ -1,0 +1,63 @@
+"""The service core without HTTP: queueing, cancelling before start, recovery after a restart."""
+
+from __future__ import annotations
+
+import pytest
+
+from tunedeck import InvalidInputError, RunStatus
+from tunedeck.inputs.validate import RunRequest
+from tunedeck.service.core import RunService
+from tunedeck.service.store import Store
+from tunedeck.types import TrainingRun, utcnow
+from tests.helpers import PAIRS, write_jsonl
+
+
+@pytest.fixture
+def model_and_data(home, tmp_path):
+    from tunedeck.training.tiny import build_tiny_model
+
+    build_tiny_model(home / "models" / "tiny", [t for p in PAIRS for t in p])
+    data = write_jsonl(tmp_path / "train.jsonl", [{"prompt": p, "response": r} for p, r in PAIRS])
+    return "tiny", str(data)
+
+
+def request(model: str, data: str, **kw) -> RunRequest:
+    return RunRequest(model=model, train_data_path=data, register_to="main.tests", task_type="INSTRUCTION_FINETUNE", **kw)
+
+
+def test_runs_wait_in_order_while_no_slot_is_free_and_cancel_stops_them_at_once(home, model_and_data):
+    home.mkdir(parents=True, exist_ok=True)
+    service = RunService(Store(home / "t.db"), max_concurrent=0)  # no slot: nothing ever launches
+    service.start()
+    first = service.create(request(*model_and_data))
+    second = service.create(request(*model_and_data))
+    assert first.status is RunStatus.QUEUED and second.status is RunStatus.QUEUED
+    assert [e.type for e in service.events(first.name)] == ["CREATED", "QUEUED"]
+    stopped = service.cancel(first.name)
+    assert stopped.status is RunStatus.STOPPED and stopped.completed_at is not None
+    assert service.events(first.name)[-1].type == "STOPPED"
+    assert service.cancel(first.name).status is RunStatus.STOPPED  # cancelling twice is harmless
+    service.shutdown()
+
+
+def test_a_rejected_create_stores_nothing(home, model_and_data):
+    home.mkdir(parents=True, exist_ok=True)
+    service = RunService(Store(home / "t.db"), max_concurrent=0)
+    with pytest.raises(InvalidInputError) as err:
+        service.create(request(model_and_data[0], model_and_data[1], context_length=100_000, training_duration="3 epochs"))
+    assert {p.field for p in err.value.problems} == {"context_length", "training_duration"}
+    assert service.list() == []
+    assert not (home / "runs").exists() or not any((home / "runs").iterdir())
+
+
+def test_runs_left_active_by_a_previous_service_are_marked_failed(home):
+    home.mkdir(parents=True, exist_ok=True)
+    store = Store(home / "t.db")
+    run = TrainingRun(name="orphan", status=RunStatus.RUNNING, model="m", train_data_path="d", register_to="a.b", created_at=utcnow())
+    store.add_run(run, "CREATED", "created")
+    service = RunService(store, max_concurrent=0)
+    service.start()
+    recovered = service.get("orphan")
+    assert recovered.status is RunStatus.FAILED
+    assert "service stopped" in service.events("orphan")[-1].message
+    service.shutdown()
