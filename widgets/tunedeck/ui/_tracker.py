@@ -57,12 +57,17 @@ class RunTracker:
         self.metrics: list[dict[str, Any]] = []
         self.last_seq = 0
         self.last_metric_id = 0
-        self.lock = threading.RLock()  # poll thread vs. the kernel's message handler
+        self.lock = threading.RLock()  # guards the state: poll thread vs. the kernel's message handler
+        self._polling = threading.Lock()  # one poll at a time, so an older answer never lands last
 
     # -- reading ----------------------------------------------------------------------------------
     def poll(self) -> Delta:
         """Fetch what changed since the last poll. Run first, then events: a terminal status is
         written together with its terminal event, so the events read after it include that event."""
+        with self._polling:
+            return self._poll()
+
+    def _poll(self) -> Delta:
         client = self._client_factory()
         run = client.get_run(self.name)
         events = client.events(self.name, after=self.last_seq)
@@ -90,14 +95,11 @@ class RunTracker:
     def terminal(self) -> bool:
         return self.run is not None and self.run.status.is_terminal()
 
-    def missing(self, first_seq: int, last_seq: int, last_metric_id: int) -> tuple[list[dict], list[dict]]:
-        """Events outside the range [first_seq, last_seq] a view already holds, and newer points."""
+    def missing(self, events: tuple[int, int], metrics: tuple[int, int]) -> tuple[list[dict], list[dict]]:
+        """What a view lacks, given the (first, last) event sequence and metric id it holds
+        contiguously ((0, 0) for nothing): everything outside those ranges."""
         with self.lock:
-            if last_seq <= 0:
-                events = list(self.events)
-            else:
-                events = [e for e in self.events if e["seq"] < first_seq or e["seq"] > last_seq]
-            return events, [m for m in self.metrics if m["id"] > last_metric_id]
+            return _outside(self.events, "seq", *events), _outside(self.metrics, "id", *metrics)
 
     # -- derived ----------------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
@@ -165,6 +167,12 @@ class RunTracker:
             if event["type"] == event_type:
                 return event
         return None
+
+
+def _outside(items: list[dict[str, Any]], key: str, first: int, last: int) -> list[dict[str, Any]]:
+    if last <= 0:
+        return list(items)
+    return [item for item in items if item[key] < first or item[key] > last]
 
 
 def _iso(value: datetime | None) -> str | None:

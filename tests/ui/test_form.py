@@ -1,0 +1,227 @@
+"""The training form without a browser: defaults, field checks, the code preview, Start."""
+
+from __future__ import annotations
+
+import ast
+
+import pytest
+
+from tunedeck.types import RunStatus
+from tunedeck.ui.form import TrainingForm, render_data_check
+from tunedeck.ui.monitor import RunMonitor
+
+from tests.ui.fakes import invalid
+
+
+@pytest.fixture
+def make_form(fake, sent):
+    made = []
+
+    def make(**defaults):
+        f = TrainingForm(**defaults)
+        made.append(f)
+        return f
+
+    yield make
+    for f in made:
+        f.close()
+
+
+def create_call(code: str) -> dict:
+    """The keyword arguments of the fm.create(...) call in the preview, evaluated as Python."""
+    tree = ast.parse(code)
+    call = tree.body[-1].value
+    assert ast.unparse(call.func) == "fm.create"
+    return {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords}
+
+
+def errors(form: TrainingForm) -> dict[str, str]:
+    return {field: box.value for field, box in form._errors.items() if box.value}
+
+
+def test_defaults_are_shown_and_only_changes_reach_the_call(make_form):
+    form = make_form(model="tiny-chat", train_data_path="/d/train.jsonl", register_to="main.demo")
+    assert form.model_w.value == "tiny-chat"
+    assert [label for label, _ in form.model_w.options] == ["tiny-chat  (max context 1,024)", "big-chat  (max context 8,192)"]
+    assert form.task_w.value == "CHAT_COMPLETION" and form.duration_w.value == 1 and form.unit_w.value == "ep"
+    assert form.context_w.value == 1024 and form.context_w.max == 1024  # default min(8192, max), bounded
+    assert form.lr_w.placeholder == "default 0.001"  # blank learning rate = the model's default, shown
+    assert form.validate_w.value is True
+    assert form.evaluation_w.selected_index is None and form.advanced_w.selected_index is None  # folded
+    assert form.params() == {"model": "tiny-chat", "train_data_path": "/d/train.jsonl", "register_to": "main.demo"}
+    assert create_call(form.preview.code) == form.params()
+    assert form.preview.code.startswith("from tunedeck import foundation_model as fm\n")
+    assert errors(form) == {}
+
+
+def test_every_parameter_reaches_the_preview(make_form):
+    form = make_form(model="tiny-chat", train_data_path="t.jsonl", register_to="main.demo")
+    form.task_w.value = "INSTRUCTION_FINETUNE"
+    form.eval_data_w.value = " e.jsonl "
+    form.prompts_w.value = 'What is "2+2"?\n\n<img src=x onerror=alert(1)>\n'
+    form.weights_w.value = "/runs/a/checkpoints/latest-sharded-rank0.symlink"
+    form.duration_w.value = 40
+    form.unit_w.value = "ba"
+    form.lr_w.value = "3e-4"
+    form.context_w.value = 512
+    form.experiment_w.value = "/Users/me/x"
+    form.cluster_w.value = "c-1"
+    form.validate_w.value = False
+    expected = {
+        "model": "tiny-chat", "train_data_path": "t.jsonl", "register_to": "main.demo",
+        "task_type": "INSTRUCTION_FINETUNE", "eval_data_path": "e.jsonl",
+        "eval_prompts": ['What is "2+2"?', "<img src=x onerror=alert(1)>"],
+        "custom_weights_path": "/runs/a/checkpoints/latest-sharded-rank0.symlink", "training_duration": "40ba",
+        "learning_rate": 3e-4, "context_length": 512, "experiment_path": "/Users/me/x",
+        "data_prep_cluster_id": "c-1", "validate_inputs": False,
+    }
+    assert form.params() == expected
+    assert create_call(form.preview.code) == expected  # the preview is valid Python for the same call
+
+
+def test_defaults_prefill_every_field(make_form):
+    form = make_form(model="big-chat", train_data_path="t", register_to="a.b.c", task_type="continued_pretrain",
+                     eval_prompts=["p1", "p2"], training_duration="1_000tok", learning_rate="1e-5", context_length=2048,
+                     validate_inputs=False, eval_data_path="e", custom_weights_path="w", experiment_path="/x",
+                     data_prep_cluster_id="c")
+    p = form.params()
+    assert p["task_type"] == "CONTINUED_PRETRAIN" and p["training_duration"] == "1000tok"
+    assert p["eval_prompts"] == ["p1", "p2"] and p["learning_rate"] == 1e-5 and p["context_length"] == 2048
+    with pytest.raises(TypeError, match="unknown parameter"):
+        TrainingForm(epochs=3)
+
+
+def test_changing_the_model_moves_the_context_bounds(make_form):
+    form = make_form(model="tiny-chat")
+    assert form.context_w.value == 1024
+    form.model_w.value = "big-chat"
+    assert (form.context_w.max, form.context_w.value) == (8192, 8192)
+    assert "max context 8,192" in form.model_help.value and "5e-05" in form.lr_w.placeholder
+    form.context_w.value = 4000
+    form.model_w.value = "tiny-chat"
+    assert form.context_w.value == 1024  # bounded by the smaller model
+    assert "context_length" not in form.params()  # which is its default: create() needs no argument
+    form.context_w.value = 256
+    assert form.params()["context_length"] == 256
+
+
+def test_format_errors_show_next_to_their_field_as_you_type(make_form):
+    form = make_form(model="tiny-chat", train_data_path="t", register_to="main.demo")
+    form.lr_w.value = "fast"
+    form.register_w.value = "just-one-part"
+    shown = errors(form)
+    assert set(shown) == {"learning_rate", "register_to"}
+    assert "is not a number" in shown["learning_rate"]
+    form.lr_w.value = "2"
+    assert "out of range" in errors(form)["learning_rate"]
+    form.lr_w.value = ""
+    form.register_w.value = "main.demo"
+    assert errors(form) == {}
+
+
+def test_required_fields_are_flagged_on_start_not_before(make_form, fake):
+    form = make_form()
+    assert errors(form) == {}
+    assert form.submit() is None
+    assert set(errors(form)) == {"train_data_path", "register_to"}
+    assert "fix the fields" in form.status_w.value
+    assert fake.created == []
+
+
+def test_service_problems_go_next_to_their_fields(make_form, fake):
+    fake.create_error = invalid(
+        ("train_data_path", "line is not JSON: <b>oops</b>", "/d/train.jsonl", 3),
+        ("context_length", "too long"),
+        ("something_else", "odd"),
+    )
+    form = make_form(model="tiny-chat", train_data_path="/d/train.jsonl", register_to="main.demo")
+    assert form.submit() is None
+    shown = errors(form)
+    assert "line is not JSON: &lt;b&gt;oops&lt;/b&gt; (/d/train.jsonl, line 3)" in shown["train_data_path"]
+    assert "too long" in shown["context_length"]
+    assert form.advanced_w.selected_index == 0  # the folded section with the error opens
+    assert "something_else: odd" in form._general.value
+    assert "3 problem(s)" in form.status_w.value
+    form.train_w.value = "/d/other.jsonl"  # editing a field clears what the service said about it
+    assert "train_data_path" not in errors(form)
+
+
+def test_unexpected_errors_are_a_message_not_a_traceback(make_form, fake):
+    fake.create_error = ConnectionError("refused")
+    form = make_form(model="tiny-chat", train_data_path="t", register_to="main.demo")
+    assert form.submit() is None
+    assert "could not start: ConnectionError: refused" in form.status_w.value
+    assert "Traceback" not in form.status_w.value
+    assert not form.start_w.disabled
+
+
+def test_start_creates_the_run_and_opens_its_monitor_below(make_form, fake):
+    form = make_form(model="tiny-chat", train_data_path="t", register_to="main.demo", training_duration="40ba",
+                     eval_prompts=["hi"])
+    run = form.submit()
+    assert run is not None and run.status is RunStatus.PENDING
+    assert fake.created[-1] == {"model": "tiny-chat", "train_data_path": "t", "register_to": "main.demo",
+                                "training_duration": "40ba", "eval_prompts": ["hi"], "task_type": "CHAT_COMPLETION",
+                                "validate_inputs": True, "created_by": fake.created[-1]["created_by"]}
+    assert isinstance(form.monitors.children[0], RunMonitor) and form.monitors.children[0].run_name == run.name
+    assert run.name in form.status_w.value
+    second = form.submit()
+    assert [m.run_name for m in form.monitors.children] == [second.name, run.name]  # newest first
+    form._close_monitor(form.monitors.children[0])
+    assert [m.run_name for m in form.monitors.children] == [run.name]
+
+
+def test_data_check_shows_rows_tokens_and_bad_lines(make_form, fake):
+    fake.data_check_result = {
+        "ok": False, "rows": 1204, "tokens": {"min": 12, "median": 87, "max": 1930, "total": 99000},
+        "context_length": 1024, "too_long": 3, "sample": {"messages": [{"role": "user", "content": "<script>x</script>"}]},
+        "problems": [{"field": "train_data_path", "message": "not JSON", "file": "/d/t.jsonl", "line": 7}],
+    }
+    form = make_form(model="tiny-chat", train_data_path="/d/t.jsonl", register_to="main.demo")
+    result = form.check_data()
+    assert fake.calls[-1] == ("data_check", {"train_data_path": "/d/t.jsonl", "task_type": "CHAT_COMPLETION", "model": "tiny-chat", "context_length": 1024})
+    html = form.check_out.value
+    assert result["rows"] == 1204
+    for text in ("1,204 rows", "tokens min 12 / median 87 / max 1,930", "context length 1,024", "3 rows longer",
+                 "line 7 of /d/t.jsonl: not JSON", "first bad lines", "a sample row", "&lt;script&gt;"):
+        assert text in html, text
+    assert "<script>" not in html
+    form.train_w.value = "/d/other.jsonl"
+    assert form.check_out.value == ""  # a stale answer is not left under a changed path
+
+
+def test_data_check_renders_what_is_there():
+    assert "ok" in render_data_check({"ok": True})
+    assert "problems found" in render_data_check({"ok": False, "message": "no such file"})
+    assert "no such file" in render_data_check({"ok": False, "message": "no such file"})
+    odd = render_data_check({"ok": True, "tokens": None, "bad_lines": ["x", {"line_number": 2, "error": "e"}]})
+    assert "line 2: e" in odd
+
+
+def test_without_a_service_the_form_still_opens(fake, sent, monkeypatch):
+    from tunedeck.errors import ServiceUnavailableError
+
+    def down():
+        raise ServiceUnavailableError("no service")
+
+    monkeypatch.setattr(fake, "models", down)
+    form = TrainingForm(model="tiny-chat")
+    try:
+        assert "could not list models: no service" in errors(form)["model"]
+        assert form.model_w.value == "tiny-chat"
+    finally:
+        form.close()
+
+
+def test_form_snapshot_is_the_code(make_form):
+    form = make_form(model="tiny-chat", train_data_path="<b>t</b>", register_to="main.demo")
+    bundle = form._repr_mimebundle_()
+    assert "fm.create(" in bundle["text/plain"]
+    assert "&lt;b&gt;t&lt;/b&gt;" in bundle["text/html"] and "<b>t</b>" not in bundle["text/html"]
+
+
+def test_a_double_click_starts_one_run(make_form, fake):
+    form = make_form(model="tiny-chat", train_data_path="t", register_to="main.demo")
+    form._on_start_click(form.start_w)
+    form._on_start_click(form.start_w)  # queued behind the first create()
+    assert len(fake.created) == 1
