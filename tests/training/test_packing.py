@@ -10,7 +10,7 @@ import torch
 from tunedeck.training.failures import StopSignal
 from tunedeck.training.loss import loss_sum, per_example_losses
 from tunedeck.training.models import Device
-from tunedeck.training.packing import collate, pack, row_capacity
+from tunedeck.training.packing import collate, micro_batches, pack, row_capacity
 from tunedeck.training.recipe import train_step
 from tunedeck.training.tokenize import Tokenized, tokenize_document_blocks, tokenize_prompt_response
 
@@ -27,10 +27,31 @@ def test_pack_fits_every_example_once_and_keeps_row_count_across_seeds():
     assert sum(lengths) / (128 * len(layouts[0])) > 0.9  # and packs tightly
 
 
-def test_row_capacity():
-    assert row_capacity([10, 20], context_length=4096, pack_tokens=512) == 512
-    assert row_capacity([10, 900], context_length=4096, pack_tokens=512) == 900
-    assert row_capacity([10, 20], context_length=256, pack_tokens=512) == 256
+def test_examples_longer_than_the_capacity_get_a_row_of_their_own():
+    lengths = [300, 50, 40, 30, 200, 120]
+    rows = pack(lengths, 128)
+    assert [0] in rows and [4] in rows
+    assert all(sum(lengths[i] for i in row) <= 128 for row in rows if len(row) > 1)
+    assert row_capacity(context_length=4096, pack_tokens=512) == 512
+    assert row_capacity(context_length=256, pack_tokens=512) == 256
+
+
+def test_micro_batches_bound_the_padded_tokens():
+    def row(n):
+        return [Tokenized([1] * n, [1] * n)]
+
+    rows = [row(500), row(400), row(100), row(1000), row(50)]
+    groups = micro_batches(rows, 1024)
+    assert [[len(r[0]) for r in g] for g in groups] == [[500, 400], [100], [1000], [50]]
+    assert [r for g in groups for r in g] == rows
+
+
+def test_single_examples_of_one_length_need_no_mask():
+    blocks = [Tokenized([1, 2, 3, 4], [1, 2, 3, 4]), Tokenized([5, 6, 7, 8], [5, 6, 7, 8])]
+    batch = collate([[b] for b in blocks], pad_id=0)
+    assert batch.attention_mask is None and batch.tokens == 8
+    assert batch.targets.tolist() == [[2, 3, 4, -100], [6, 7, 8, -100]]
+    assert batch.position_ids.tolist() == [[0, 1, 2, 3], [0, 1, 2, 3]]
 
 
 def test_collate_mask_positions_and_targets(tiny_tokenizer):
@@ -120,7 +141,7 @@ def test_gradient_of_a_step_does_not_depend_on_packing(tiny_model, model_and_exa
     _, examples = model_and_examples
     cpu = Device(torch.device("cpu"), None)
     grads = []
-    for rows, micro in (([examples], 1), ([[e] for e in examples], 1), ([[e] for e in examples], 3)):
+    for rows, micro in (([examples], 64), ([[e] for e in examples], 8), ([[e] for e in examples], 256)):
         torch.manual_seed(0)
         model = AutoModelForCausalLM.from_pretrained(tiny_model, attn_implementation="sdpa")
         optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # keep the weights; look at the gradient
@@ -142,3 +163,13 @@ class _KeepGrad:
 
     def zero_grad(self, set_to_none=True):
         pass
+
+
+def test_plain_causal_path_matches_the_masked_path(model_and_examples):
+    model, examples = model_and_examples
+    block = examples[2]
+    plain = collate([[block]], pad_id=0)
+    masked = collate([[block], [examples[1]]], pad_id=0)  # different lengths: the 4D mask is built
+    assert plain.attention_mask is None and masked.attention_mask is not None
+    n = len(block)
+    assert torch.allclose(per_example_losses(model, plain)[0, :n], per_example_losses(model, masked)[0, :n], atol=1e-5)

@@ -9,13 +9,13 @@ from tunedeck.training.plan import checkpoint_steps, lr_multiplier, make_plan
 from tunedeck.training.progress import Progress
 
 
-def plan(duration: str, rows: int = 10, tokens: int = 10_000, row_tokens: int = 1000, batch: int = 4000, micro: int = 2000):
-    return make_plan(parse_duration(duration), rows, tokens, row_tokens, batch, micro)
+def plan(duration: str, rows: int = 10, tokens: int = 10_000, batch: int = 4000):
+    return make_plan(parse_duration(duration), rows, tokens, batch)
 
 
 def test_epochs_batches_and_tokens_give_the_right_number_of_steps():
-    p = plan("1ep")  # 10 rows, 4 rows per step -> 4 + 4 + 2
-    assert (p.rows_per_step, p.micro_batch_rows, p.steps_per_epoch, p.total_steps) == (4, 2, 3, 3)
+    p = plan("1ep")  # 10 rows of 1000 tokens on average, 4 rows per step -> 4 + 4 + 2
+    assert (p.rows_per_step, p.steps_per_epoch, p.total_steps, p.tokens_per_step) == (4, 3, 3, 3333)
     assert plan("3ep").total_steps == 9
     assert plan("7ba").total_steps == 7
     assert plan("100ba").total_steps == 100  # epochs repeat
@@ -32,9 +32,11 @@ def test_steps_walk_through_epochs_and_cover_every_row():
 
 
 def test_rows_per_step_from_batch_tokens():
-    assert plan("1ep", row_tokens=8192, batch=4096).rows_per_step == 1  # never zero
-    assert plan("1ep", row_tokens=512, batch=4096, micro=2048).rows_per_step == 8
-    assert plan("1ep", row_tokens=512, batch=4096, micro=2048).micro_batch_rows == 4
+    assert plan("1ep", rows=10, tokens=81_920, batch=4096).rows_per_step == 1  # 8k-token rows: never zero
+    assert plan("1ep", rows=100, tokens=51_200, batch=4096).rows_per_step == 8  # 512-token rows
+    assert plan("1ep", rows=100, tokens=40_000, batch=4096).rows_per_step == 10  # rows of 400 on average
+    tiny = plan("1ep", rows=1, tokens=63, batch=4096)  # less data than one batch: one step per epoch
+    assert (tiny.rows_per_step, tiny.steps_per_epoch) == (65, 1)
 
 
 def test_schedule_warms_up_then_decays_to_near_zero():

@@ -7,7 +7,6 @@ import signal
 import time
 
 import pytest
-import torch
 
 from tunedeck.inputs.datasets import check_data
 

@@ -13,7 +13,7 @@ from tunedeck.errors import InvalidInputError
 from tunedeck.inputs.datasets import read_examples
 from tunedeck.inputs.spec import DataSource
 from tunedeck.training.failures import TrainingFailure
-from tunedeck.training.packing import pack
+from tunedeck.training.packing import pack, row_capacity
 from tunedeck.training.tokenize import TokenizationError, Tokenized, TokenizedData, tokenize_examples
 
 SEED = 17
@@ -50,6 +50,7 @@ class Split:
             "loss_tokens": sum(e.loss_tokens for e in self.examples),
             "packed_rows": len(pack(lengths, self.capacity)),
             "row_tokens": self.capacity,
+            "long_examples": sum(1 for n in lengths if n > self.capacity),
             "truncated": self.data.truncated,
             "dropped": self.data.dropped,
             "max_tokens": lengths[-1] if lengths else 0,
@@ -58,9 +59,11 @@ class Split:
     def describe(self, name: str) -> str:
         s = self.summary()
         text = (
-            f"{name}: {s['rows']:,} rows, {s['tokens']:,} tokens in {s['packed_rows']:,} packed rows of "
-            f"up to {s['row_tokens']:,} tokens"
+            f"{name}: {_count(s['rows'], 'row')}, {_count(s['tokens'], 'token')} packed into "
+            f"{_count(s['packed_rows'], 'row')} of up to {s['row_tokens']:,} tokens"
         )
+        if s["long_examples"]:
+            text += f" ({s['long_examples']:,} longer examples in rows of their own)"
         if s["truncated"]:
             text += f"; {s['truncated']:,} truncated to {self.context_length:,} tokens"
         if s["dropped"]:
@@ -87,6 +90,8 @@ def tokenize_source(source: DataSource, task_type: str, field: str, tokenizer: A
 
 
 def make_split(data: TokenizedData, field: str, context_length: int, pack_tokens: int) -> Split:
-    from tunedeck.training.packing import row_capacity
+    return Split(field, data, row_capacity(context_length, pack_tokens), context_length)
 
-    return Split(field, data, row_capacity([len(e) for e in data.examples], context_length, pack_tokens), context_length)
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")

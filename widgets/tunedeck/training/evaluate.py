@@ -8,7 +8,7 @@ import torch
 
 from tunedeck.training.loss import loss_sum
 from tunedeck.training.models import Device
-from tunedeck.training.packing import collate
+from tunedeck.training.packing import collate, micro_batches
 from tunedeck.training.tokenize import prompt_ids_for_generation
 
 # The reference's generation settings for eval_prompts.
@@ -16,13 +16,13 @@ GENERATION = dict(max_new_tokens=100, temperature=1.0, top_k=50, top_p=0.95, do_
 
 
 @torch.no_grad()
-def eval_loss(model: Any, rows: list[list], micro_batch_rows: int, pad_id: int, device: Device) -> float:
+def eval_loss(model: Any, rows: list[list], micro_batch_tokens: int, pad_id: int, device: Device) -> float:
     """Mean token loss over every eval row (all tokens weigh the same, as in training)."""
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
-    for i in range(0, len(rows), micro_batch_rows):
-        batch = collate(rows[i : i + micro_batch_rows], pad_id, device.compute_dtype).to(device.device)
+    for group in micro_batches(rows, micro_batch_tokens):
+        batch = collate(group, pad_id, device.compute_dtype).to(device.device)
         with device.autocast():
             loss, n = loss_sum(model, batch)
         total += float(loss)

@@ -45,6 +45,12 @@ class Device:
         return self.autocast_dtype or torch.float32
 
     @property
+    def dtype_label(self) -> str:
+        if self.autocast_dtype is None:
+            return "float32"
+        return f"{str(self.autocast_dtype).removeprefix('torch.')} autocast, float32 weights"
+
+    @property
     def label(self) -> str:
         return f"{self.device.type}" + (f" ({torch.cuda.get_device_name(self.device)})" if self.device.type == "cuda" else "")
 
@@ -114,7 +120,10 @@ def _converted(target: Path, source: dict[str, Any]) -> bool:
 def load_tokenizer(folder: Path):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    except Exception as error:  # noqa: BLE001
+        raise _load_failure("model", "tokenizer", folder, error) from error
     if tokenizer.eos_token_id is None:
         raise TrainingFailure(f"model: the tokenizer in {folder} has no end-of-sequence token")
     return tokenizer
@@ -123,7 +132,15 @@ def load_tokenizer(folder: Path):
 def load_config(folder: Path):
     from transformers import AutoConfig
 
-    return AutoConfig.from_pretrained(folder)
+    try:
+        return AutoConfig.from_pretrained(folder)
+    except (OSError, ValueError, KeyError) as error:
+        raise _load_failure("model", "configuration", folder, error) from error
+
+
+def _load_failure(field: str, what: str, folder: Path, error: BaseException) -> TrainingFailure:
+    detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return TrainingFailure(f"{field}: could not load the {what} from {folder} ({type(error).__name__}: {detail})")
 
 
 def max_context_length(spec: RunSpec, config: Any) -> int:
@@ -148,15 +165,19 @@ def load_model(folder: Path, spec: RunSpec, device: Device):
     from transformers import AutoModelForCausalLM
 
     source = Path(spec.custom_weights_path) if spec.custom_weights_path else folder
+    field = "custom_weights_path" if spec.custom_weights_path else "model"
     if spec.custom_weights_path:
         _check_same_architecture(folder, source)
     try:
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, attn_implementation="sdpa")
-    except ValueError as error:
-        if "sdpa" not in str(error).lower():
-            raise
-        # The packing mask is an additive float mask, which eager attention applies correctly too.
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, attn_implementation="eager")
+        try:
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, attn_implementation="sdpa")
+        except ValueError as error:
+            if "sdpa" not in str(error).lower():
+                raise
+            # The packing mask is an additive float mask, which eager attention applies correctly too.
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, attn_implementation="eager")
+    except Exception as error:  # noqa: BLE001 - e.g. safetensors' SafetensorError for a corrupt file
+        raise _load_failure(field, "model weights", source, error) from error
     model.to(device.device)
     model.config.use_cache = False
     return model

@@ -41,7 +41,7 @@ class Progress:
     def eta_seconds(self, step: int) -> float:
         per_step = self._train_seconds / max(1, self._steps)
         per_checkpoint = (
-            sum(self._checkpoint_seconds) / len(self._checkpoint_seconds) if self._checkpoint_seconds else 2 * per_step
+            sum(self._checkpoint_seconds) / len(self._checkpoint_seconds) if self._checkpoint_seconds else per_step
         )
         return (self.total_steps - step) * per_step + self.checkpoints_left * per_checkpoint
 

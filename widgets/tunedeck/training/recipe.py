@@ -40,11 +40,11 @@ from tunedeck.training.models import (
     pick_device,
     resolve_context_length,
 )
-from tunedeck.training.packing import collate
+from tunedeck.training.packing import collate, micro_batches
 from tunedeck.training.plan import DEFAULT_BATCH_TOKENS, MICRO_BATCH_TOKENS, PACK_TOKENS, Plan, make_plan
 from tunedeck.training.progress import Progress
 from tunedeck.training.report import Reporter, format_duration
-from tunedeck.training.tokenize import IGNORE, Tokenized
+from tunedeck.training.tokenize import Tokenized
 from tunedeck.training.tracking import Tracker
 from tunedeck.types import EventType
 
@@ -71,7 +71,10 @@ def run(spec: RunSpec, reporter: Reporter, stop: StopSignal | None = None) -> Re
     run_dir = Path(spec.run_dir)
 
     # --- setup -----------------------------------------------------------------------------------
-    task = check_task_type(spec.task_type)
+    try:
+        task = check_task_type(spec.task_type)
+    except ValueError as error:
+        raise TrainingFailure(f"task_type: {error}") from None
     try:
         duration = parse_duration(spec.training_duration)
     except ValueError as error:
@@ -97,9 +100,11 @@ def run(spec: RunSpec, reporter: Reporter, stop: StopSignal | None = None) -> Re
             "eval_data_path", context_length, PACK_TOKENS[kind],
         )
     message = train.describe("train") + (f"; {evals.describe('eval')}" if evals else "")
+    summary = train.summary()
     reporter.event(
-        EventType.DATA_VALIDATED, message, train=train.summary(), eval=evals.summary() if evals else None,
-        context_length=context_length,
+        EventType.DATA_VALIDATED, message, rows=summary["rows"], tokens=summary["tokens"],
+        packed_rows=summary["packed_rows"], context_length=context_length,
+        train=summary, eval=evals.summary() if evals else None,
     )
 
     # --- model, optimizer, schedule --------------------------------------------------------------
@@ -109,20 +114,21 @@ def run(spec: RunSpec, reporter: Reporter, stop: StopSignal | None = None) -> Re
     learning_rate = float(spec.learning_rate or default_learning_rate(parameters))
     batch_tokens = int(spec.batch_tokens or DEFAULT_BATCH_TOKENS[kind])
     first_rows = train.rows(0)
-    plan = make_plan(duration, len(first_rows), train.data.tokens, train.capacity, batch_tokens, MICRO_BATCH_TOKENS[kind])
+    plan = make_plan(duration, len(first_rows), train.data.tokens, batch_tokens)
+    micro_batch_tokens = MICRO_BATCH_TOKENS[kind]
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, betas=BETAS, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, plan.lr_multiplier)
-    dtype = "float32" if device.autocast_dtype is None else f"{str(device.autocast_dtype).removeprefix('torch.')} autocast, float32 weights"
+    dtype = device.dtype_label
     reporter.event(
         EventType.MODEL_INITIALIZED,
         f"{spec.model_name}: {parameters:,} parameters, {dtype} on {device.label}; learning rate {learning_rate:g}, "
         f"context length {context_length:,}; {plan.total_steps:,} steps of {plan.rows_per_step} row(s) "
-        f"(~{plan.rows_per_step * train.capacity:,} tokens), {plan.steps_per_epoch:,} per epoch, "
-        f"{plan.warmup_steps} warmup",
+        f"(~{plan.tokens_per_step:,} tokens), {plan.steps_per_epoch:,} per epoch, {plan.warmup_steps} warmup",
         parameters=parameters, dtype=dtype, device=device.label, learning_rate=learning_rate,
         context_length=context_length, total_steps=plan.total_steps, steps_per_epoch=plan.steps_per_epoch,
-        warmup_steps=plan.warmup_steps, rows_per_step=plan.rows_per_step, micro_batch_rows=plan.micro_batch_rows,
-        row_tokens=train.capacity, batch_tokens=batch_tokens, checkpoint_steps=plan.checkpoint_steps,
+        warmup_steps=plan.warmup_steps, rows_per_step=plan.rows_per_step, tokens_per_step=plan.tokens_per_step,
+        row_tokens=train.capacity, micro_batch_tokens=micro_batch_tokens, batch_tokens=batch_tokens,
+        checkpoint_steps=plan.checkpoint_steps,
     )
 
     # --- tracking --------------------------------------------------------------------------------
@@ -135,6 +141,7 @@ def run(spec: RunSpec, reporter: Reporter, stop: StopSignal | None = None) -> Re
             "learning_rate": learning_rate, "context_length": context_length, "total_steps": plan.total_steps,
             "steps_per_epoch": plan.steps_per_epoch, "warmup_steps": plan.warmup_steps,
             "rows_per_step": plan.rows_per_step, "row_tokens": train.capacity, "batch_tokens": batch_tokens,
+            "micro_batch_tokens": micro_batch_tokens,
             "optimizer": f"AdamW(betas={BETAS}, weight_decay=0.0)", "max_grad_norm": MAX_GRAD_NORM,
             "scheduler": "linear warmup (2%) + linear decay to 0", "parameters": parameters, "dtype": dtype,
             "seed": SEED, "eval_prompts": len(spec.eval_prompts) or None,
@@ -158,7 +165,7 @@ def run(spec: RunSpec, reporter: Reporter, stop: StopSignal | None = None) -> Re
                 started = time.monotonic()
                 lr = scheduler.get_last_lr()[0]
                 loss, tokens, grad_norm = train_step(
-                    model, optimizer, rows[plan.rows_of(step)], plan.micro_batch_rows, pad_id, device, stop
+                    model, optimizer, rows[plan.rows_of(step)], micro_batch_tokens, pad_id, device, stop
                 )
                 scheduler.step()
                 seconds = time.monotonic() - started
@@ -180,7 +187,7 @@ def run(spec: RunSpec, reporter: Reporter, stop: StopSignal | None = None) -> Re
                         EventType.CHECKPOINT_SAVED, f"checkpoint {saved.name} saved",
                         checkpoint=saved.name, path=str(saved.path), epoch=saved.epoch, batch=saved.batch,
                     )
-                    evaluate(model, tokenizer, spec, task, evals, eval_rows, pad_id, device, saved, reporter, tracker)
+                    evaluate(model, tokenizer, spec, task, evals, eval_rows, pad_id, device, kind, saved, reporter, tracker)
                     progress.checkpoint_done(time.monotonic() - started)
             tracker.flush()
             reporter.event(
@@ -215,7 +222,7 @@ def train_step(
     model: Any,
     optimizer: torch.optim.Optimizer,
     rows: list[list[Tokenized]],
-    micro_batch_rows: int,
+    micro_batch_tokens: int,
     pad_id: int,
     device: Device,
     stop: StopSignal,
@@ -225,11 +232,11 @@ def train_step(
     Each micro-batch's summed loss is divided by the loss-bearing tokens of the *whole step*, so the
     accumulated gradient is that of the mean over the step's tokens however rows are grouped.
     """
-    count = sum(sum(1 for x in e.labels[1:] if x != IGNORE) for row in rows for e in row)
+    count = sum(e.loss_tokens for row in rows for e in row)
     total, tokens = 0.0, 0
-    for i in range(0, len(rows), micro_batch_rows):
+    for group in micro_batches(rows, micro_batch_tokens):
         stop.check()
-        batch = collate(rows[i : i + micro_batch_rows], pad_id, device.compute_dtype).to(device.device)
+        batch = collate(group, pad_id, device.compute_dtype).to(device.device)
         with device.autocast():
             loss, _ = loss_sum(model, batch)
         (loss / count).backward()
@@ -243,12 +250,11 @@ def train_step(
 
 def evaluate(
     model: Any, tokenizer: Any, spec: RunSpec, task: str, evals: Split | None, eval_rows: list,
-    pad_id: int, device: Device, saved: SavedCheckpoint, reporter: Reporter, tracker: Tracker,
+    pad_id: int, device: Device, kind: str, saved: SavedCheckpoint, reporter: Reporter, tracker: Tracker,
 ) -> None:
     """Eval loss on the eval data and generations for eval_prompts, at a checkpoint."""
     if evals is not None:
-        micro = max(1, MICRO_BATCH_TOKENS[device.device.type if device.device.type in MICRO_BATCH_TOKENS else "cpu"] // evals.capacity)
-        loss = eval_loss(model, eval_rows, micro, pad_id, device)
+        loss = eval_loss(model, eval_rows, MICRO_BATCH_TOKENS[kind], pad_id, device)
         reporter.metrics(saved.step, {"eval/loss": loss})
         tracker.log_metrics(saved.step, {"eval/loss": loss}, force=True)
         reporter.event(

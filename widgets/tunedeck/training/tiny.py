@@ -70,8 +70,9 @@ def build_tiny_model(
         pad_token_id=ids[PAD],
         tie_word_embeddings=False,
     )
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
+    with torch.random.fork_rng():  # seeded without touching the caller's random state
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
     model.generation_config = GenerationConfig(
         bos_token_id=ids[BOS], eos_token_id=ids[EOS], pad_token_id=ids[PAD]
     )

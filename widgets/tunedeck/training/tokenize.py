@@ -29,7 +29,8 @@ class Tokenized:
 
     @property
     def loss_tokens(self) -> int:
-        return sum(1 for x in self.labels if x != IGNORE)
+        """Tokens that are learned: a token is predicted from the one before it, so never the first."""
+        return sum(1 for x in self.labels[1:] if x != IGNORE)
 
 
 @dataclass
@@ -124,7 +125,7 @@ def tokenize_examples(tokenizer: Any, examples: list[Example], task_type: str, c
             out.truncated += 1
             t = Tokenized(t.input_ids[:context_length], t.labels[:context_length])
         # Labels are learned from the token before them, so the first token never counts.
-        if all(x == IGNORE for x in t.labels[1:]):
+        if t.loss_tokens == 0:
             out.dropped += 1
             continue
         out.examples.append(t)

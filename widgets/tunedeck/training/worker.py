@@ -64,6 +64,7 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # e.g. the GGUF conversion's own progress bar
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever downloaded by a worker
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for name in ("mlflow", "alembic", "sqlalchemy", "urllib3", "filelock"):
