@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: install demo test browser bench
+.PHONY: install demo test browser bench screenshots
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -28,3 +28,6 @@ test: install browser
 
 bench: install
 	$(PY) benchmarks/run_all.py
+
+screenshots: install browser  # re-take docs/form.png and docs/monitor.png from the browser test
+	TUNEDECK_UPDATE_DOCS=1 $(PY) -m pytest tests/browser -k form_start

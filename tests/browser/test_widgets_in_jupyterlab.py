@@ -8,6 +8,7 @@ mid-run (no history lost, training undisturbed) and cancels it from the monitor 
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import time
@@ -39,9 +40,13 @@ def shot(page, name: str) -> None:
 
 
 def doc_shot(page, locator, name: str) -> None:
-    """A README screenshot: the widget alone, whole (a viewport tall enough for it), small enough to commit."""
-    DOCS.mkdir(exist_ok=True)
-    path = DOCS / name
+    """A README screenshot: the widget alone, whole (a viewport tall enough for it), small enough to commit.
+
+    Saved under test-artifacts/; copied over docs/ only with TUNEDECK_UPDATE_DOCS=1 (`make screenshots`),
+    so a test run never edits tracked files.
+    """
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / name
     size = page.viewport_size
     page.set_viewport_size({"width": 1180, "height": 1800})
     try:
@@ -50,8 +55,9 @@ def doc_shot(page, locator, name: str) -> None:
         locator.screenshot(path=str(path), animations="disabled")
     finally:
         page.set_viewport_size(size)
-    shutil.copy(path, ARTIFACTS / name)
     assert path.stat().st_size < 300_000, f"{name} is {path.stat().st_size} bytes"
+    if os.environ.get("TUNEDECK_UPDATE_DOCS") == "1":
+        shutil.copy(path, DOCS / name)
 
 
 def status_of(monitor) -> str:
@@ -195,9 +201,30 @@ def test_form_start_monitor_complete_reload_and_cancel(lab, page, monkeypatch):
     http._client = None
 
 
-def test_ten_thousand_events_and_the_runs_browser(lab, page):
+def two_short_runs(lab, monkeypatch) -> list[str]:
+    """Two one-step runs of a tiny model in the lab's service, so the runs browser has rows to list whatever
+    ran before (this test must not depend on the previous one)."""
+    from tunedeck import config, foundation_model as fm
+    from tunedeck.training.tiny import build_tiny_model
+    import tunedeck.client.http as http
+    from tests.helpers import PAIRS, write_jsonl
+
+    monkeypatch.setenv("TUNEDECK_HOME", str(lab.home))
+    http._client = None
+    model_dir = config.models_root() / "tiny-runs"
+    if not (model_dir / "config.json").exists():
+        build_tiny_model(model_dir, [f"{q} {a}" for q, a in PAIRS])
+    data = write_jsonl(lab.home / "runs-browser" / "train.jsonl", [{"prompt": q, "response": a} for q, a in PAIRS])
+    names = [fm.create(model="tiny-runs", train_data_path=str(data), register_to="main.browser",
+                       task_type="INSTRUCTION_FINETUNE", training_duration="1ba").name for _ in range(2)]
+    http._client = None
+    return names
+
+
+def test_ten_thousand_events_and_the_runs_browser(lab, page, monkeypatch):
     """A monitor over 10,000 events renders them all in seconds with a few dozen DOM rows; the runs
     browser lists the service's runs and opens a monitor."""
+    two_short_runs(lab, monkeypatch)
     nb = nbformat.v4.new_notebook(cells=[
         nbformat.v4.new_code_cell(
             "from tests.ui.fakes import FakeClient\n"
