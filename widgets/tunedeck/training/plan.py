@@ -75,7 +75,7 @@ def make_plan(
     if rows_per_epoch <= 0:
         raise ValueError("there are no training rows")
     mean_row_tokens = max(1.0, tokens_per_epoch / rows_per_epoch)
-    rows_per_step = max(1, round(batch_tokens / mean_row_tokens))
+    rows_per_step = min(rows_per_epoch, max(1, round(batch_tokens / mean_row_tokens)))  # a small dataset is one step
     steps_per_epoch = math.ceil(rows_per_epoch / rows_per_step)
     if duration.unit == "ep":
         total = duration.value * steps_per_epoch
