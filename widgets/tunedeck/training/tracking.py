@@ -7,9 +7,12 @@ per step would slow a fast run down and contend with the service for the databas
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,27 @@ def quiet_mlflow_logs() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for name in ("mlflow", "alembic", "alembic.runtime.migration", "sqlalchemy"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+@contextmanager
+def _store_setup_lock(tracking_uri: str) -> Iterator[None]:
+    """Serialize first use of a SQLite tracking store across workers.
+
+    MLflow creates and migrates the schema on first connection; two workers doing that at once on a
+    fresh database collide ("table ... already exists") and one run fails. Other stores need no lock.
+    """
+    prefix = "sqlite:///"
+    if not tracking_uri.startswith(prefix):
+        yield
+        return
+    lock_path = Path(tracking_uri[len(prefix):] + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class Tracker:
@@ -52,9 +76,10 @@ class Tracker:
         from mlflow import MlflowClient
 
         quiet_mlflow_logs()
-        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-        experiment_id = _experiment(client, experiment_path, artifact_root)
-        run = client.create_run(experiment_id, run_name=run_name, tags=tags or {})
+        with _store_setup_lock(tracking_uri):
+            client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+            experiment_id = _experiment(client, experiment_path, artifact_root)
+            run = client.create_run(experiment_id, run_name=run_name, tags=tags or {})
         tracker = cls(tracking_uri, experiment_id, run.info.run_id, run.info.artifact_uri)
         tracker.log_params(params)
         quiet_mlflow_logs()  # the first database access may have reconfigured them
