@@ -341,10 +341,10 @@ def hook_recipe() -> None:
 
     train_step, collate, make_split, pick_device = recipe.train_step, recipe.collate, recipe.make_split, recipe.pick_device
 
-    def device_hook():
+    def device_hook(*args, **kwargs):
         probe = _PROBES.get(threading.current_thread())
         if probe is None or not probe.autocast:
-            return pick_device()
+            return pick_device(*args, **kwargs)
         import torch
 
         from tunedeck.training.models import Device

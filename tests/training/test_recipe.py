@@ -92,3 +92,12 @@ def test_corrupt_weights_fail_naming_the_model_folder(tmp_path, tiny_model):
     train = write_jsonl(tmp_path / "train.jsonl", [{"prompt": "a", "response": "b"}])
     with pytest.raises(TrainingFailure, match=rf"^model: could not load the model weights from {broken} \(SafetensorError"):
         run_in_process(make_spec(tmp_path, broken, jsonl_source(train)))
+
+
+def test_bf16_precision_on_cpu_trains_with_autocast(tmp_path, tiny_model):
+    """TUNEDECK_PRECISION=bf16 reaches the worker through the spec: bf16 autocast, float32 weights, and it learns."""
+    train = write_jsonl(tmp_path / "train.jsonl", [{"prompt": p, "response": r} for p, r in PAIRS])
+    spec = make_spec(tmp_path, tiny_model, jsonl_source(train), training_duration="30ba", learning_rate=3e-3, precision="bf16")
+    result, reports = run_in_process(spec)
+    assert "bfloat16 autocast, float32 weights" in events(reports, "MODEL_INITIALIZED")[0]["message"]
+    assert result.losses[-1] < result.losses[0] / 3

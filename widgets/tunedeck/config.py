@@ -5,6 +5,8 @@ TUNEDECK_URL      a service to use instead of the embedded one (with TUNEDECK_TO
 TUNEDECK_VOLUMES  local root that dbfs:/Volumes/... and /Volumes/... map onto (default $HOME/volumes)
 TUNEDECK_MODELS   a folder of Hugging Face model folders offered by get_models() (default $HOME/models)
 MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI   override the default SQLite store under TUNEDECK_HOME
+TUNEDECK_BATCH_TOKENS  tokens per optimizer step (default: the trainer's, 4096 on CPU)
+TUNEDECK_PRECISION     auto (default: bf16 autocast on a bf16 GPU, float32 on CPU), fp32, or bf16
 """
 
 from __future__ import annotations
@@ -35,6 +37,21 @@ def mlflow_tracking_uri() -> str:
 
 def mlflow_artifact_root() -> Path:
     return home() / "mlartifacts"
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def precision() -> str:
+    """How the trainer computes (TUNEDECK_PRECISION): auto, fp32 or bf16 (autocast, float32 weights).
+
+    bf16 on CPU is opt-in: it is ~2x faster on CPUs with AVX512-BF16/AMX and far slower on those
+    without, and it changes the numerics, so "auto" keeps CPU runs in float32.
+    """
+    value = (os.environ.get("TUNEDECK_PRECISION") or "auto").strip().lower()
+    if value not in PRECISIONS:
+        raise ValueError(f"TUNEDECK_PRECISION={value!r} is not one of {', '.join(PRECISIONS)}")
+    return value
 
 
 def batch_tokens() -> int | None:

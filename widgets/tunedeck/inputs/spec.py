@@ -46,6 +46,7 @@ class RunSpec:
     created_by: str | None = None
     validate_inputs: bool = True
     batch_tokens: int | None = None  # tokens per optimizer step; None = the trainer's default
+    precision: str = "auto"  # auto | fp32 | bf16 (config.precision)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

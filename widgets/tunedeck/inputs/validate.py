@@ -62,6 +62,7 @@ def build_spec(req: RunRequest, run_name: str, *, check_data: bool = True) -> tu
     lr = attempt("learning_rate", params.parse_learning_rate, req.learning_rate)
     context_length = attempt("context_length", params.parse_context_length, req.context_length)
     register_name = attempt("register_to", params.registered_model_name, req.register_to, run_name)
+    precision = attempt("TUNEDECK_PRECISION (service environment)", config.precision)
 
     model = catalog.resolve_model(req.model)
     if model is None:
@@ -119,6 +120,7 @@ def build_spec(req: RunRequest, run_name: str, *, check_data: bool = True) -> tu
         created_by=req.created_by,
         validate_inputs=req.validate_inputs,
         batch_tokens=config.batch_tokens(),
+        precision=precision or "auto",
     )
     return spec, []
 

@@ -33,8 +33,9 @@ class Device:
     """Where and in which precision the model computes.
 
     Weights stay float32 everywhere (the optimizer needs full-precision master weights). On a CUDA GPU
-    with bf16 support the forward/backward run under bf16 autocast; on CPU everything is float32,
-    because bf16 matmuls are ~300x slower than float32 on this kind of CPU.
+    with bf16 support the forward/backward run under bf16 autocast; on CPU everything is float32 unless
+    the run asks for bf16 (TUNEDECK_PRECISION=bf16): CPUs without bf16 units run bf16 matmuls hundreds
+    of times slower than float32, those with AVX512-BF16/AMX about 2x faster (benchmarks/vs_trl.py --bf16).
     """
 
     device: torch.device
@@ -60,11 +61,13 @@ class Device:
         return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
 
 
-def pick_device() -> Device:
+def pick_device(precision: str = "auto") -> Device:
+    """The GPU when there is one, else the CPU; bf16 autocast where ``precision`` and the device allow."""
     if torch.cuda.is_available():
-        bf16 = torch.cuda.is_bf16_supported()
-        return Device(torch.device("cuda", torch.cuda.current_device()), torch.bfloat16 if bf16 else None)
-    return Device(torch.device("cpu"), None)
+        device = torch.device("cuda", torch.cuda.current_device())
+        bf16 = precision != "fp32" and torch.cuda.is_bf16_supported()
+        return Device(device, torch.bfloat16 if bf16 else None)
+    return Device(torch.device("cpu"), torch.bfloat16 if precision == "bf16" else None)
 
 
 def model_folder(spec: RunSpec) -> Path:

@@ -80,7 +80,7 @@ def run(spec: RunSpec, reporter: Reporter, stop: StopSignal | None = None) -> Re
     except ValueError as error:
         raise TrainingFailure(f"training_duration: {error}") from None
     torch.manual_seed(SEED)
-    device = pick_device()
+    device = pick_device(spec.precision)
     kind = device.device.type if device.device.type in DEFAULT_BATCH_TOKENS else "cpu"
     folder = model_folder(spec)
     tokenizer = load_tokenizer(folder)
