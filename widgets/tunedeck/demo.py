@@ -63,8 +63,11 @@ def ask(model_name: str, version: int) -> int:
     """Greedy answers from the registered model; returns how many facts it got right."""
     import torch
 
+    from transformers.utils import logging as hf_logging
+
     from tunedeck.registry import load_model
 
+    hf_logging.disable_progress_bar()  # a sub-second "Loading weights" bar would only clutter the answers
     model, tokenizer = load_model(model_name, version)
     model.eval()
     right = 0
