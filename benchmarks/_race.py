@@ -295,6 +295,18 @@ class RecipeProbe:
     def close(self) -> None:
         _PROBES.pop(threading.current_thread(), None)
 
+    def run_recipe(self, spec, gate: Gate) -> None:
+        """Run the real recipe on ``spec`` in this thread, watched by this probe and paced by ``gate``."""
+        from tunedeck.training.recipe import run
+
+        self.gate = gate
+        self.attach()
+        try:
+            run(spec, reporter_for(self))
+        finally:
+            self.close()
+            self.split_ready.set()  # wake a baseline waiting for the split even if the recipe failed early
+
     def on_report(self, report: dict[str, Any]) -> None:
         if report.get("kind") != "event":
             return

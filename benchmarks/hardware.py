@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import isolated_home, median, parse_args, print_table, run_spec, save_json, skewed_rows, smollm2_folder, tiny_model, verdict, write_jsonl  # noqa: E402
-from _race import lap_table, Lockstep, RecipeProbe, reporter_for  # noqa: E402
+from _race import lap_table, Lockstep, RecipeProbe  # noqa: E402
 
 
 def matmul_peak(gate, race: Lockstep, watch: list[str], n: int, dtype: str = "float32", repeats: int = 3) -> list[float]:
@@ -71,8 +71,6 @@ def main() -> None:
     quick = args.quick
     steps = 3 if quick else args.steps
     with isolated_home() as home:
-        from tunedeck.training.recipe import run
-
         rows = skewed_rows(64 if quick else 256, seed=4)
         data = write_jsonl(home / "data" / "train.jsonl", rows)
         model_dir = None if quick else smollm2_folder()
@@ -93,12 +91,7 @@ def main() -> None:
             def loop(gate):
                 spec = run_spec(home, Path(model_dir), data, duration=f"{steps}ba", batch_tokens=budget, name=f"hw-{k}")
                 spec.mlflow_tracking_uri = f"sqlite:///{Path(spec.run_dir) / 'mlflow.db'}"
-                probe.gate = gate
-                probe.attach()
-                try:
-                    run(spec, reporter_for(probe))
-                finally:
-                    probe.close()
+                probe.run_recipe(spec, gate)
             return loop
 
         race = Lockstep()

@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import isolated_home, parse_args, print_table, run_spec, save_json, skewed_rows, tiny_model, verdict, write_jsonl  # noqa: E402
-from _race import lap_table, Lockstep, RecipeProbe, rate, reporter_for, wasted  # noqa: E402
+from _race import lap_table, Lockstep, RecipeProbe, rate, wasted  # noqa: E402
 
 
 def padded_batches(lengths: list[int], budget: int, seed: int) -> list[list[int]]:
@@ -103,8 +103,6 @@ def main() -> None:
     budget = 1024 if quick else 4096
 
     with isolated_home() as home:
-        from tunedeck.training.recipe import run
-
         rows = skewed_rows(n_rows, seed=1)
         data = write_jsonl(home / "data" / "train.jsonl", rows)
         model_dir = tiny_model(home / "models" / "tiny", rows, hidden_size=hidden, layers=layers)
@@ -117,13 +115,7 @@ def main() -> None:
             def loop(gate):
                 spec = run_spec(home, model_dir, data, duration=f"{epochs}ep", batch_tokens=budget, name=f"packing-{k}")
                 spec.mlflow_tracking_uri = f"sqlite:///{Path(spec.run_dir) / 'mlflow.db'}"  # one store per thread
-                probe.gate = gate
-                probe.attach()
-                try:
-                    run(spec, reporter_for(probe))
-                finally:
-                    probe.close()
-                    probe.split_ready.set()  # wake the baseline even if the recipe failed early
+                probe.run_recipe(spec, gate)
             return loop
 
         loops = {name: tunedeck(k, probe) for k, (name, probe) in enumerate(probes.items())}
