@@ -13,9 +13,10 @@ import time
 from typing import Iterator, Sequence, Union
 
 from tunedeck.client import get_client
-from tunedeck.types import Checkpoint, EventType, ModelInfo, TrainingEvent, TrainingRun, TunedeckList
+from tunedeck.types import Checkpoint, EventType, LoRA, ModelInfo, TrainingEvent, TrainingRun, TunedeckList
 
 __all__ = [
+    "LoRA",
     "cancel",
     "check_inputs",
     "create",
@@ -58,9 +59,16 @@ def create(
     experiment_path: str | None = None,
     data_prep_cluster_id: str | None = None,
     validate_inputs: bool = True,
+    adapter: str | LoRA | dict | None = None,
 ) -> TrainingRun:
     """Create a training run. With ``validate_inputs`` (the default) every path, the data format and
-    every parameter are checked first, and an InvalidInputError lists each problem with its place."""
+    every parameter are checked first, and an InvalidInputError lists each problem with its place.
+
+    ``adapter`` is tunedeck's own option (the reference has none): ``None`` fine-tunes every weight;
+    ``"lora"`` trains LoRA adapters on a frozen base (far less memory: the way to 1B-70B models),
+    ``"qlora"`` holds that base in 4 bits (CUDA), ``LoRA(rank=..., alpha=..., target_modules=...)`` sets
+    the details. The registered model has the adapter merged in either way.
+    """
     params = _params(
         model, train_data_path, register_to,
         task_type=task_type, eval_data_path=eval_data_path,
@@ -68,13 +76,21 @@ def create(
         custom_weights_path=custom_weights_path, training_duration=training_duration,
         learning_rate=learning_rate, context_length=context_length, experiment_path=experiment_path,
         data_prep_cluster_id=data_prep_cluster_id,
+        adapter=_adapter(adapter),
     )
     params["validate_inputs"] = validate_inputs
     return get_client().create_run(params)
 
 
+def _adapter(adapter: str | LoRA | dict | None) -> str | dict | None:
+    """What goes over the wire: a name or a dict (the service checks both)."""
+    return adapter.to_dict() if isinstance(adapter, LoRA) else adapter
+
+
 def check_inputs(model: str, train_data_path: str, register_to: str, **optional):
     """The problems create() would report for these parameters, without creating a run."""
+    if "adapter" in optional:
+        optional["adapter"] = _adapter(optional["adapter"])
     return get_client().validate(_params(model, train_data_path, register_to, **optional))
 
 

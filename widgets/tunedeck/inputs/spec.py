@@ -47,6 +47,7 @@ class RunSpec:
     validate_inputs: bool = True
     batch_tokens: int | None = None  # tokens per optimizer step; None = the trainer's default
     precision: str = "auto"  # auto | fp32 | bf16 (config.precision)
+    adapter: dict[str, Any] | None = None  # params.parse_adapter(...): LoRA settings; None = full fine-tuning
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -36,6 +36,7 @@ class RunRequest:
     experiment_path: str | None = None
     data_prep_cluster_id: str | None = None
     validate_inputs: bool = True
+    adapter: str | dict[str, Any] | None = None
     created_by: str | None = field(default=None)
 
     @classmethod
@@ -63,6 +64,7 @@ def build_spec(req: RunRequest, run_name: str, *, check_data: bool = True) -> tu
     context_length = attempt("context_length", params.parse_context_length, req.context_length)
     register_name = attempt("register_to", params.registered_model_name, req.register_to, run_name)
     precision = attempt("TUNEDECK_PRECISION (service environment)", config.precision)
+    adapter = attempt("adapter", params.parse_adapter, req.adapter)
 
     model = catalog.resolve_model(req.model)
     if model is None:
@@ -121,6 +123,7 @@ def build_spec(req: RunRequest, run_name: str, *, check_data: bool = True) -> tu
         validate_inputs=req.validate_inputs,
         batch_tokens=config.batch_tokens(),
         precision=precision or "auto",
+        adapter=adapter,
     )
     return spec, []
 

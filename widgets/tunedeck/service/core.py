@@ -19,7 +19,7 @@ from typing import Any
 
 from tunedeck import config
 from tunedeck.errors import InvalidInputError, Problem, RunNotFoundError
-from tunedeck.inputs import catalog
+from tunedeck.inputs import catalog, params
 from tunedeck.inputs.validate import RunRequest, build_spec
 from tunedeck.service.store import RunExistsError, Store
 from tunedeck.service.worker_process import WorkerExit, WorkerProcess
@@ -91,6 +91,7 @@ class RunService:
             experiment_path=req.experiment_path or f"/Users/{req.created_by}/{name}",
             data_prep_cluster_id=req.data_prep_cluster_id,
             validate_inputs=req.validate_inputs,
+            adapter=_adapter_or_none(req.adapter),
             created_by=req.created_by,
             created_at=utcnow(),
             details="Waiting to start",
@@ -346,3 +347,11 @@ def data_check(path: str, task_type: str, model: str | None, context_length: int
     else:
         model_path, gguf_file = info.path, None
     return run_check(source, task_type, model_path, gguf_file=gguf_file, context_length=context_length)
+
+
+def _adapter_or_none(value: Any) -> dict | None:
+    """The resolved adapter settings for the run record (a bad value is reported when the run starts)."""
+    try:
+        return params.parse_adapter(value)
+    except ValueError:
+        return None

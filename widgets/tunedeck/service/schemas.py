@@ -25,6 +25,7 @@ class RunCreate(BaseModel):
     experiment_path: str | None = None
     data_prep_cluster_id: str | None = None
     validate_inputs: bool = True
+    adapter: str | dict[str, Any] | None = None
     created_by: str | None = None
 
 
