@@ -6,7 +6,7 @@ import ast
 
 import pytest
 
-from tunedeck.types import RunStatus
+from tunedeck.types import LoRA, RunStatus
 from tunedeck.ui.form import TrainingForm, render_data_check
 from tunedeck.ui.monitor import RunMonitor
 
@@ -32,7 +32,21 @@ def create_call(code: str) -> dict:
     tree = ast.parse(code)
     call = tree.body[-1].value
     assert ast.unparse(call.func) == "fm.create"
-    return {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords}
+    return {kw.arg: _value(kw.value) for kw in call.keywords}
+
+
+def _value(node: ast.expr):
+    """A literal, or fm.LoRA(...) of literals (the one call the preview may hold)."""
+    if isinstance(node, ast.Call):
+        assert ast.unparse(node.func) == "fm.LoRA" and not node.args
+        return LoRA(**{kw.arg: ast.literal_eval(kw.value) for kw in node.keywords})
+    return ast.literal_eval(node)
+
+
+def run_preview(code: str, fake) -> dict:
+    """Run the preview as the user would paste it (against the fake service): what reached create_run."""
+    exec(compile(code, "<preview>", "exec"), {})
+    return fake.created[-1]
 
 
 def errors(form: TrainingForm) -> dict[str, str]:
@@ -67,6 +81,9 @@ def test_every_parameter_reaches_the_preview(make_form):
     form.experiment_w.value = "/Users/me/x"
     form.cluster_w.value = "c-1"
     form.validate_w.value = False
+    form.method_w.value = "qlora"
+    form.rank_w.value = "32"
+    form.targets_w.value = "all-linear"
     expected = {
         "model": "tiny-chat", "train_data_path": "t.jsonl", "register_to": "main.demo",
         "task_type": "INSTRUCTION_FINETUNE", "eval_data_path": "e.jsonl",
@@ -74,6 +91,7 @@ def test_every_parameter_reaches_the_preview(make_form):
         "custom_weights_path": "/runs/a/checkpoints/latest-sharded-rank0.symlink", "training_duration": "40ba",
         "learning_rate": 3e-4, "context_length": 512, "experiment_path": "/Users/me/x",
         "data_prep_cluster_id": "c-1", "validate_inputs": False,
+        "adapter": LoRA(rank=32, target_modules="all-linear", quantize_base="4bit"),
     }
     assert form.params() == expected
     assert create_call(form.preview.code) == expected  # the preview is valid Python for the same call
@@ -83,8 +101,9 @@ def test_defaults_prefill_every_field(make_form):
     form = make_form(model="big-chat", train_data_path="t", register_to="a.b.c", task_type="continued_pretrain",
                      eval_prompts=["p1", "p2"], training_duration="1_000tok", learning_rate="1e-5", context_length=2048,
                      validate_inputs=False, eval_data_path="e", custom_weights_path="w", experiment_path="/x",
-                     data_prep_cluster_id="c")
+                     data_prep_cluster_id="c", adapter={"rank": 4})
     p = form.params()
+    assert p["adapter"] == LoRA(rank=4) and form.method_w.value == "lora" and form.rank_w.value == "4"
     assert p["task_type"] == "CONTINUED_PRETRAIN" and p["training_duration"] == "1000tok"
     assert p["eval_prompts"] == ["p1", "p2"] and p["learning_rate"] == 1e-5 and p["context_length"] == 2048
     with pytest.raises(TypeError, match="unknown parameter"):
@@ -225,3 +244,130 @@ def test_a_double_click_starts_one_run(make_form, fake):
     form._on_start_click(form.start_w)
     form._on_start_click(form.start_w)  # queued behind the first create()
     assert len(fake.created) == 1
+
+
+def test_full_fine_tuning_is_the_default_and_adds_nothing(make_form):
+    form = make_form(model="tiny-chat", train_data_path="t", register_to="main.demo")
+    assert form.method_w.value == "full"
+    assert "adapter" not in form.params() and "adapter" not in form.preview.code
+    assert form.lora_w.layout.display == "none"  # rank, alpha, target modules only for LoRA / QLoRA
+    assert "far less memory: the way to fine-tune 1B-70B models" in form.method_help.value
+    assert "adapter merged in" in form.method_help.value
+
+
+def test_lora_reaches_the_preview_and_start_sends_it(make_form, fake):
+    form = make_form(model="tiny-chat", train_data_path="t", register_to="main.demo")
+    form.method_w.value = "lora"
+    assert form.lora_w.layout.display is None
+    assert form.params()["adapter"] == "lora"
+    assert '    adapter="lora",\n' in form.preview.code  # the defaults: just the name
+    assert form.alpha_w.placeholder == "32" and "blank = 2 × rank (32)" in form.alpha_help.value
+    assert form.lr_w.placeholder == "default 0.005 for LoRA"  # params.default_learning_rate(147_776, adapter)
+    form.rank_w.value = "32"
+    assert form.alpha_w.placeholder == "64"
+    assert '    adapter=fm.LoRA(rank=32),\n' in form.preview.code
+    form.targets_w.value = "all-linear"
+    assert '    adapter=fm.LoRA(rank=32, target_modules="all-linear"),\n' in form.preview.code
+    assert create_call(form.preview.code) == form.params()
+    assert errors(form) == {}
+
+    run = form.submit()
+    assert run is not None
+    sent = fake.created[-1]
+    assert sent["adapter"] == {"type": "lora", "rank": 32, "alpha": None, "dropout": 0.05,
+                               "target_modules": "all-linear", "quantize_base": None}
+    assert run_preview(form.preview.code, fake) == sent  # pasted, the preview does what Start did
+    assert "adapter=fm.LoRA(rank=32" in form._repr_mimebundle_()["text/plain"]  # and the snapshot shows it
+
+
+def test_qlora_and_typed_settings_reach_the_preview_as_python(make_form, fake):
+    form = make_form(model="tiny-chat", train_data_path="t", register_to="main.demo")
+    form.method_w.value = "qlora"
+    assert form.params()["adapter"] == "qlora" and '    adapter="qlora",\n' in form.preview.code
+    assert "CUDA" in form.method_help.value
+    form.alpha_w.value = "64"
+    form.targets_w.value = "custom"
+    assert form.modules_w.layout.display is None
+    form.modules_w.value = " q_proj, v_proj ,, "
+    expected = LoRA(alpha=64, target_modules=("q_proj", "v_proj"), quantize_base="4bit")
+    assert form.params()["adapter"] == expected
+    assert 'adapter=fm.LoRA(alpha=64, target_modules=("q_proj", "v_proj"), quantize_base="4bit")' in form.preview.code
+    form.modules_w.value = "q_proj"
+    assert 'target_modules=("q_proj",)' in form.preview.code  # a one-name tuple, not a parenthesized string
+    assert create_call(form.preview.code)["adapter"] == LoRA(alpha=64, target_modules=("q_proj",), quantize_base="4bit")
+    form.submit()
+    sent = fake.created[-1]
+    assert sent["adapter"]["target_modules"] == ["q_proj"] and sent["adapter"]["quantize_base"] == "4bit"
+    assert run_preview(form.preview.code, fake) == sent
+
+
+def test_bad_lora_settings_show_next_to_their_field_and_block_start(make_form, fake):
+    form = make_form(model="tiny-chat", train_data_path="t", register_to="main.demo")
+    form.method_w.value = "lora"
+    form.rank_w.value = "abc"
+    shown = errors(form)
+    assert set(shown) == {"adapter_rank"}
+    assert "rank &#x27;abc&#x27; must be a whole number from 1 to 1024" in shown["adapter_rank"]
+    assert "Traceback" not in shown["adapter_rank"]
+    assert form.advanced_w.selected_index == 0  # the folded section with the error opens
+    assert form.alpha_w.placeholder == "2 × rank"
+    ast.parse(form.preview.code)  # still Python while wrong
+    assert form.submit() is None
+    assert "fix the fields" in form.status_w.value and fake.created == []
+    for rank in ("0", "2000", "16.5"):
+        form.rank_w.value = rank
+        assert "must be a whole number" in errors(form)["adapter_rank"], rank
+    form.rank_w.value = "8"
+    form.alpha_w.value = "-1"
+    form.targets_w.value = "custom"
+    form.modules_w.value = "q-proj"
+    shown = errors(form)
+    assert set(shown) == {"adapter_alpha", "adapter_target_modules"}
+    assert "must be a number above 0" in shown["adapter_alpha"]
+    assert "list of layer names" in shown["adapter_target_modules"]
+    form.alpha_w.value = "nan"
+    assert "must be a number above 0" in errors(form)["adapter_alpha"]
+    ast.parse(form.preview.code)
+    form.alpha_w.value = ""
+    form.modules_w.value = ""
+    assert "list of layer names" in errors(form)["adapter_target_modules"]  # custom with no names
+    form.modules_w.value = "q_proj,k_proj"
+    assert errors(form) == {}
+
+
+def test_switching_back_to_full_fine_tuning_removes_the_adapter(make_form, fake):
+    form = make_form(model="tiny-chat", train_data_path="t", register_to="main.demo")
+    form.method_w.value = "lora"
+    form.rank_w.value = "0"
+    assert "adapter_rank" in errors(form)
+    form.method_w.value = "full"
+    assert "adapter" not in form.params() and "adapter" not in form.preview.code
+    assert errors(form) == {}  # hidden settings neither show errors nor block Start
+    assert form.lora_w.layout.display == "none"
+    assert form.lr_w.placeholder == "default 0.001"
+    form.submit()
+    assert "adapter" not in fake.created[-1]
+
+
+def test_form_takes_an_adapter_like_create(make_form):
+    form = make_form(model="tiny-chat", adapter=LoRA(rank=8, dropout=0.1, target_modules="q_proj"))
+    assert (form.method_w.value, form.rank_w.value, form.alpha_w.value) == ("lora", "8", "")
+    assert (form.targets_w.value, form.modules_w.value) == ("custom", "q_proj")
+    assert form.params()["adapter"] == LoRA(rank=8, dropout=0.1, target_modules=("q_proj",))  # dropout kept
+    assert "fm.LoRA(rank=8, dropout=0.1" in form.preview.code
+    assert make_form(adapter="QLoRA").params()["adapter"] == "qlora"
+    assert make_form(adapter={"rank": 16, "alpha": 8.0, "target_modules": "all-linear"}).params()["adapter"] == LoRA(alpha=8, target_modules="all-linear")
+    bad = make_form(model="tiny-chat", adapter="dora")
+    assert bad.method_w.value == "full"
+    assert "is not an adapter" in errors(bad)["adapter"] and "showing full fine-tuning" in errors(bad)["adapter"]
+
+
+def test_service_problems_with_the_adapter_show_by_the_method(make_form, fake):
+    fake.create_error = invalid(("adapter", "QLoRA needs CUDA with bitsandbytes"))
+    form = make_form(model="tiny-chat", train_data_path="t", register_to="main.demo")
+    form.method_w.value = "qlora"
+    assert form.submit() is None
+    assert "QLoRA needs CUDA" in errors(form)["adapter"]
+    assert form.advanced_w.selected_index == 0
+    form.rank_w.value = "8"  # editing a LoRA setting clears what the service said about the adapter
+    assert "adapter" not in errors(form)

@@ -8,7 +8,9 @@ the field they name, never as a traceback. Start opens the new run's monitor bel
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import time
 from typing import Any
 
@@ -19,7 +21,7 @@ import traitlets
 from tunedeck import foundation_model as fm
 from tunedeck.errors import InvalidInputError, Problem
 from tunedeck.inputs import params as checks
-from tunedeck.types import ModelInfo, TrainingRun
+from tunedeck.types import LoRA, ModelInfo, TrainingRun
 from tunedeck.ui import _snapshot, _static
 from tunedeck.ui._datacheck import render_data_check
 from tunedeck.ui.monitor import RunMonitor
@@ -28,11 +30,14 @@ from tunedeck.ui.monitor import RunMonitor
 PARAMETERS = (
     "model", "train_data_path", "register_to", "task_type", "eval_data_path", "eval_prompts",
     "custom_weights_path", "training_duration", "learning_rate", "context_length",
-    "experiment_path", "data_prep_cluster_id", "validate_inputs",
+    "experiment_path", "data_prep_cluster_id", "validate_inputs", "adapter",
 )
 TASKS = (("Chat completion", "CHAT_COMPLETION"), ("Instruction", "INSTRUCTION_FINETUNE"), ("Continued pretraining", "CONTINUED_PRETRAIN"))
 UNITS = (("epochs", "ep"), ("batches", "ba"), ("tokens", "tok"))
-ADVANCED = ("context_length", "custom_weights_path", "experiment_path", "data_prep_cluster_id", "validate_inputs")
+METHODS = (("Full fine-tuning", "full"), ("LoRA", "lora"), ("QLoRA (4-bit, CUDA only)", "qlora"))
+TARGETS = (("attention projections", "attention"), ("all linear layers", "all-linear"), ("these layers:", "custom"))
+ADAPTER_FIELDS = ("adapter_rank", "adapter_alpha", "adapter_target_modules")
+ADVANCED = ("adapter", *ADAPTER_FIELDS, "context_length", "custom_weights_path", "experiment_path", "data_prep_cluster_id", "validate_inputs")
 EVALUATION = ("eval_data_path", "eval_prompts")
 DOUBLE_CLICK_SECONDS = 1.0
 LABEL_WIDTH = "120px"
@@ -116,6 +121,21 @@ class TrainingForm(_snapshot.SnapshotDisplay, w.VBox):
         self.weights_w = w.Text(value=d.get("custom_weights_path") or "", placeholder="a checkpoint folder ep#-ba# or latest-sharded-rank0.symlink", **text)
         self.experiment_w = w.Text(value=d.get("experiment_path") or "", placeholder="default: /Users/<you>/<run name>", **text)
         self.cluster_w = w.Text(value=d.get("data_prep_cluster_id") or "", placeholder="recorded; used for table inputs", **text)
+        try:
+            method, lora, modules = _adapter_fields(d.get("adapter"))
+        except ValueError as exc:
+            self._server["adapter"] = [f"{exc}; showing full fine-tuning"]
+            method, lora, modules = "full", LoRA(), None
+        self._dropout = lora.dropout  # not a field of its own: kept from form(adapter=...), shown in the preview
+        self.method_w = w.ToggleButtons(options=METHODS, value=method, style={"button_width": "190px"})
+        self.method_help = w.HTML()
+        self.rank_w = w.Text(value=str(lora.rank), placeholder="16", layout=w.Layout(width="120px"))
+        self.alpha_w = w.Text(value="" if lora.alpha is None else _number_text(lora.alpha), layout=w.Layout(width="120px"))
+        self.alpha_help = w.HTML()
+        target = "attention" if modules is None else ("all-linear" if modules == "all-linear" else "custom")
+        self.targets_w = w.Dropdown(options=TARGETS, value=target, layout=w.Layout(width="200px"))
+        self.modules_w = w.Text(value=", ".join(modules) if target == "custom" else "", placeholder="q_proj, v_proj",
+                                layout=w.Layout(width="236px"))
         self.validate_w = w.Checkbox(value=bool(d.get("validate_inputs", True)), description="check paths, data and names before starting", indent=False)
         self.preview = CodeBlock(title="Python — the same run from code")
         self.start_w = w.Button(description="Start training", button_style="primary", icon="play")
@@ -135,6 +155,8 @@ class TrainingForm(_snapshot.SnapshotDisplay, w.VBox):
             "learning_rate": self.lr_w, "eval_data_path": self.eval_data_w, "eval_prompts": self.prompts_w,
             "context_length": self.context_w, "custom_weights_path": self.weights_w,
             "experiment_path": self.experiment_w, "data_prep_cluster_id": self.cluster_w, "validate_inputs": self.validate_w,
+            "adapter": self.method_w, "adapter_rank": self.rank_w, "adapter_alpha": self.alpha_w,
+            "adapter_target_modules": self.targets_w, "adapter_target_modules_list": self.modules_w,
         }
 
     def _row(self, field: str, label: str, *widgets: w.Widget, below: w.Widget | None = None) -> w.VBox:
@@ -163,7 +185,14 @@ class TrainingForm(_snapshot.SnapshotDisplay, w.VBox):
             self._row("eval_data_path", "Eval data", self.eval_data_w),
             self._row("eval_prompts", "Eval prompts", self.prompts_w),
         ])
+        self.lora_w = w.VBox([
+            self._row("adapter_rank", "LoRA rank", self.rank_w),
+            self._row("adapter_alpha", "LoRA alpha", self.alpha_w, self.alpha_help),
+            self._row("adapter_target_modules", "Target modules", self.targets_w, self.modules_w),
+        ])
         advanced = w.VBox([
+            self._row("adapter", "Fine-tuning", self.method_w, below=self.method_help),
+            self.lora_w,
             self._row("context_length", "Context length", self.context_w, self.context_help),
             self._row("custom_weights_path", "Custom weights", self.weights_w),
             self._row("experiment_path", "Experiment", self.experiment_w),
@@ -171,7 +200,7 @@ class TrainingForm(_snapshot.SnapshotDisplay, w.VBox):
             self._row("validate_inputs", "Validate inputs", self.validate_w),
         ])
         self.evaluation_w = w.Accordion(children=[evaluation], titles=("Evaluation — eval data, eval prompts",), selected_index=None)
-        self.advanced_w = w.Accordion(children=[advanced], titles=("Advanced — context length, custom weights, experiment path, validation",), selected_index=None)
+        self.advanced_w = w.Accordion(children=[advanced], titles=("Advanced — fine-tuning method (LoRA), context length, custom weights, experiment path, validation",), selected_index=None)
         self.evaluation_w.add_class("td-section-evaluation")
         self.advanced_w.add_class("td-section-advanced")
         self._general = w.HTML()
@@ -232,7 +261,33 @@ class TrainingForm(_snapshot.SnapshotDisplay, w.VBox):
             out["data_prep_cluster_id"] = self.cluster_w.value.strip()
         if not self.validate_w.value:
             out["validate_inputs"] = False
+        adapter = self._adapter()
+        if adapter is not None:
+            out["adapter"] = adapter
         return out
+
+    def _lora(self) -> LoRA:
+        """The LoRA settings as typed (possibly invalid: problems() says what is wrong, next to the field)."""
+        alpha = self.alpha_w.value.strip()
+        if self.targets_w.value == "attention":
+            modules: tuple[str, ...] | str | None = None
+        elif self.targets_w.value == "all-linear":
+            modules = "all-linear"
+        else:
+            modules = tuple(part.strip() for part in self.modules_w.value.split(",") if part.strip())
+        return LoRA(
+            rank=_number(self.rank_w.value, default=LoRA.rank), alpha=_number(alpha) if alpha else None,
+            dropout=self._dropout, target_modules=modules,
+            quantize_base=checks.ADAPTER_NAMES["qlora"]["quantize_base"] if self.method_w.value == "qlora" else None,
+        )
+
+    def _adapter(self) -> str | LoRA | None:
+        """create()'s ``adapter``: None (full fine-tuning), "lora" / "qlora" with their defaults, else a LoRA."""
+        method = self.method_w.value
+        if method == "full":
+            return None
+        lora = self._lora()
+        return method if lora == LoRA(**checks.ADAPTER_NAMES[method]) else lora
 
     def code(self) -> str:
         """The equivalent Python, ready to paste."""
@@ -256,6 +311,22 @@ class TrainingForm(_snapshot.SnapshotDisplay, w.VBox):
                 check()
             except ValueError as exc:
                 found.append(Problem(field, str(exc)))
+        if self.method_w.value != "full":
+            # parse_adapter, as the service runs it, one setting at a time so each error sits by its field
+            lora = self._lora()
+            adapter_found = []
+            for field, setting in (("adapter_rank", LoRA(rank=lora.rank)), ("adapter_alpha", LoRA(alpha=lora.alpha)),
+                                   ("adapter_target_modules", LoRA(target_modules=lora.target_modules))):
+                try:
+                    checks.parse_adapter(setting)
+                except ValueError as exc:
+                    adapter_found.append(Problem(field, str(exc)))
+            if not adapter_found:
+                try:
+                    checks.parse_adapter(p["adapter"])
+                except ValueError as exc:
+                    adapter_found.append(Problem("adapter", str(exc)))
+            found += adapter_found
         info = self._model_info()
         if info and self.context_w.value > info.max_context_length:
             found.append(Problem("context_length", f"above {info.name}'s maximum of {info.max_context_length:,}"))
@@ -337,7 +408,10 @@ class TrainingForm(_snapshot.SnapshotDisplay, w.VBox):
         owner = change["owner"]
         for field, widget in self._inputs().items():
             if widget is owner:
-                self._server.pop("training_duration" if field == "training_duration_unit" else field, None)
+                shown_at = {"training_duration_unit": "training_duration", "adapter_target_modules_list": "adapter_target_modules"}.get(field, field)
+                self._server.pop(shown_at, None)
+                if shown_at.startswith("adapter_"):
+                    self._server.pop("adapter", None)  # what the service said about the adapter as a whole
                 if field == "model":
                     self._on_model_change()
                 if field in ("train_data_path", "task_type", "model"):
@@ -370,9 +444,22 @@ class TrainingForm(_snapshot.SnapshotDisplay, w.VBox):
         else:
             self.model_help.value = ""
             lr_default = "the model's default"
+        if self.method_w.value != "full":  # adapters start at zero and take larger steps
+            lr_default = f"{checks.default_learning_rate(info.parameters if info else None, {'type': 'lora'}):g} for LoRA"
         self.lr_w.placeholder = f"default {lr_default}"
         self.lr_help.value = f"<span class='td-muted' style='font-size:12px'>blank = {esc(lr_default)} · AdamW, 2% warmup, linear decay</span>"
         maximum = f"{info.max_context_length:,}" if info else "?"
+        method = self.method_w.value
+        self.lora_w.layout.display = "none" if method == "full" else None
+        self.modules_w.layout.display = None if self.targets_w.value == "custom" else "none"
+        self.method_help.value = f"<span class='td-muted' style='font-size:12px'>{esc(METHOD_HELP[method])}</span>"
+        try:
+            alpha_default = f"{checks.parse_adapter(LoRA(rank=self._lora().rank))['alpha']:g}"
+        except ValueError:
+            alpha_default = ""
+        self.alpha_w.placeholder = alpha_default or "2 × rank"
+        alpha_note = f"blank = 2 × rank ({alpha_default})" if alpha_default else "blank = 2 × rank"
+        self.alpha_help.value = f"<span class='td-muted' style='font-size:12px'>{alpha_note} · scales the update by alpha / rank</span>"
         self.context_help.value = f"<span class='td-muted' style='font-size:12px'>default {self._default_context:,} · at most {maximum}</span>"
         messages: dict[str, list[str]] = {}
         for problem in self.problems():
@@ -408,6 +495,49 @@ def form(**defaults: Any) -> TrainingForm:
 
 
 # -- helpers ----------------------------------------------------------------------------------------
+_LORA_IS_FOR = "LoRA trains small adapters on a frozen base — far less memory: the way to fine-tune 1B-70B models; the registered model has the adapter merged in"
+METHOD_HELP = {
+    "full": f"every weight is trained (the default). {_LORA_IS_FOR}",
+    "lora": _LORA_IS_FOR,
+    "qlora": f"{_LORA_IS_FOR}. QLoRA holds the base in 4 bits for even less: CUDA with bitsandbytes only",
+}
+
+
+def _adapter_fields(value: Any) -> tuple[str, LoRA, list[str] | str | None]:
+    """form(adapter=...) -> (method, its settings as given, its target modules as parse_adapter resolves
+    them); ValueError as create() would raise it."""
+    parsed = checks.parse_adapter(value)
+    if parsed is None:
+        return "full", LoRA(), None
+    if isinstance(value, LoRA):
+        lora = value
+    elif isinstance(value, dict):
+        lora = LoRA.from_dict(value)
+    else:
+        lora = LoRA(**checks.ADAPTER_NAMES[value.strip().lower()])
+    return ("qlora" if parsed["quantize_base"] else "lora"), lora, parsed["target_modules"]
+
+
+def _number(text: str, default: Any = None) -> Any:
+    """'32' -> 32, '0.5' -> 0.5, '' -> default; anything else stays text, for parse_adapter to name."""
+    text = text.strip()
+    if not text:
+        return default
+    for kind in (int, float):
+        try:
+            number = kind(text)
+        except ValueError:
+            continue
+        return number if math.isfinite(number) else text  # 'nan' and 'inf' stay text: the preview stays Python
+    return text
+
+
+def _number_text(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def _count(n: int) -> str:
     """147776 -> '148K', 134515008 -> '135M', 7_000_000_000 -> '7.0B'."""
     for size, unit in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
@@ -421,8 +551,15 @@ def _literal(value: Any) -> str:
     """Python source for a parameter value (JSON string escapes are valid Python)."""
     if isinstance(value, str):
         return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, list):
         return "[" + ", ".join(_literal(v) for v in value) + "]"
+    if isinstance(value, tuple):
+        return "(" + ", ".join(_literal(v) for v in value) + ("," if len(value) == 1 else "") + ")"
+    if isinstance(value, LoRA):  # only what differs from LoRA()'s defaults
+        default = LoRA()
+        settings = [f"{f.name}={_literal(getattr(value, f.name))}" for f in dataclasses.fields(LoRA)
+                    if getattr(value, f.name) != getattr(default, f.name)]
+        return f"fm.LoRA({', '.join(settings)})"
     return repr(value)
 
 
