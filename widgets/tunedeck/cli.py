@@ -13,6 +13,7 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="fine-tune the demo model on a small example dataset, end to end")
     demo.add_argument("--model", default=None, help="model to fine-tune (default: SmolLM2-135M-Instruct if installed, else a tiny model)")
     demo.add_argument("--duration", default=None, help="training_duration (default chosen for the model)")
+    demo.add_argument("--adapter", default=None, choices=["lora"], help="train LoRA adapters instead of every weight")
     sub.add_parser("models", help="list the models this machine can train")
     runs = sub.add_parser("runs", help="list runs")
     runs.add_argument("--limit", type=int, default=20)
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             from tunedeck.demo import run_demo
 
-            return run_demo(model=args.model, duration=args.duration)
+            return run_demo(model=args.model, duration=args.duration, adapter=args.adapter)
         if args.command == "models":
             _print(fm.get_models().to_pandas())
         elif args.command == "runs":

@@ -42,13 +42,20 @@ def write_dataset() -> None:
         target.write_text("\n".join(rows) + "\n")
 
 
-def pick_model(requested: str | None) -> tuple[str, dict]:
+# LoRA on SmolLM2: its attention projections only hold the facts after more, larger steps.
+SMOLLM2_OPTIONS = {
+    None: {"training_duration": "6ep", "learning_rate": 1e-4, "context_length": 256},
+    "lora": {"training_duration": "6ep", "learning_rate": 2e-3, "context_length": 256},
+}
+
+
+def pick_model(requested: str | None, adapter: str | None = None) -> tuple[str, dict]:
     """SmolLM2-135M-Instruct when installed (a real chat model); else a tiny model built here."""
     names = {m.name for m in fm.get_models()}
     if requested:
         return requested, {}
     if "SmolLM2-135M-Instruct" in names:
-        return "SmolLM2-135M-Instruct", {"training_duration": "6ep", "learning_rate": 1e-4, "context_length": 256}
+        return "SmolLM2-135M-Instruct", dict(SMOLLM2_OPTIONS[adapter])
     from tunedeck.training.tiny import build_tiny_model
 
     target = config.models_root() / TINY_MODEL
@@ -82,13 +89,15 @@ def ask(model_name: str, version: int) -> int:
     return right
 
 
-def run_demo(model: str | None = None, duration: str | None = None) -> int:
+def run_demo(model: str | None = None, duration: str | None = None, adapter: str | None = None) -> int:
     started = time.monotonic()
     write_dataset()
-    model_name, options = pick_model(model)
+    model_name, options = pick_model(model, adapter)
     if duration:
         options["training_duration"] = duration
-    print(f"Fine-tuning {model_name} on {DATA_PATH} ({sum(1 + len(f[3]) for f in FACTS)} chat examples) ...")
+    if adapter:
+        options["adapter"] = adapter
+    print(f"Fine-tuning {model_name}{' with LoRA' if adapter else ''} on {DATA_PATH} ({sum(1 + len(f[3]) for f in FACTS)} chat examples) ...")
     run = fm.create(
         model=model_name,
         train_data_path=DATA_PATH,

@@ -60,6 +60,26 @@ def read_config(folder: Path) -> dict | None:
         return None
 
 
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+def adapter_base(folder: Path) -> Path | None:
+    """The base model folder of a LoRA checkpoint (PEFT's adapter folder); None for full weights."""
+    try:
+        base = json.loads((folder / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return Path(base) if base else None
+
+
+def checkpoint_config(folder: Path) -> dict | None:
+    """The model config of a checkpoint: its own, or for a LoRA checkpoint its base model's."""
+    if (folder / ADAPTER_CONFIG).is_file():
+        base = adapter_base(folder)
+        return read_config(base) if base else None
+    return read_config(folder)
+
+
 def _hf_folder(folder: Path, name: str, source: str) -> ModelInfo | None:
     cfg = read_config(folder) if folder.is_dir() else None
     if not cfg or not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):

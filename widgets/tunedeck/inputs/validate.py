@@ -145,9 +145,14 @@ def _custom_weights(path: str, model, problems: list[Problem]) -> str | None:
     except (PathError, OSError) as exc:
         problems.append(Problem("custom_weights_path", str(exc)))
         return None
-    cfg = catalog.read_config(folder) if folder.is_dir() else None
+    cfg = catalog.checkpoint_config(folder) if folder.is_dir() else None
     if cfg is None:
-        problems.append(Problem("custom_weights_path", "not a checkpoint folder (ep#-ba#) or latest-sharded-rank0.symlink of an earlier run", file=str(folder)))
+        base = catalog.adapter_base(folder) if folder.is_dir() else None
+        message = (
+            f"a LoRA checkpoint whose base model folder {base} is gone (it was trained on that folder)" if base
+            else "not a checkpoint folder (ep#-ba#) or latest-sharded-rank0.symlink of an earlier run"
+        )
+        problems.append(Problem("custom_weights_path", message, file=str(folder)))
         return None
     if model is not None:
         base = _model_config(model)

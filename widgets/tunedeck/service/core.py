@@ -280,7 +280,7 @@ class RunService:
         return f"{slug}-{''.join(secrets.choice(alphabet) for _ in range(6))}"
 
 
-_WORKER_FIELDS = {"mlflow_experiment_id", "mlflow_run_id", "registered_model_name", "registered_model_version", "estimated_end_time", "progress"}
+_WORKER_FIELDS = {"adapter", "mlflow_experiment_id", "mlflow_run_id", "registered_model_name", "registered_model_version", "estimated_end_time", "progress"}
 
 
 def _check_required(req: RunRequest) -> None:

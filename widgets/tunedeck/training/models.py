@@ -164,30 +164,87 @@ def resolve_context_length(spec: RunSpec, config: Any) -> int:
 
 
 def load_model(folder: Path, spec: RunSpec, device: Device):
-    """The base model, or the weights of ``custom_weights_path`` when given (same architecture)."""
+    """The model to train: the base (or ``custom_weights_path``'s weights), with LoRA adapters when asked.
+
+    Full fine-tuning keeps float32 weights (AdamW needs full-precision master weights). Under LoRA the
+    base is frozen, so it is held in the compute dtype (bf16 where the run trains in bf16: half the
+    memory) or, with ``quantize_base="4bit"``, in 4 bits on CUDA. A LoRA checkpoint as
+    ``custom_weights_path`` continues that adapter on the base it was trained on.
+    """
+    from tunedeck.training import adapters
+
+    custom = Path(spec.custom_weights_path) if spec.custom_weights_path else None
+    lora_checkpoint = custom if custom is not None and adapters.is_adapter_checkpoint(custom) else None
+    if lora_checkpoint is not None:
+        base = adapters.adapter_base_path(lora_checkpoint) or folder
+        _check_same_architecture(folder, base)
+        source, field = base, "custom_weights_path"
+    elif custom is not None:
+        _check_same_architecture(folder, custom)
+        source, field = custom, "custom_weights_path"
+    else:
+        source, field = folder, "model"
+    lora = spec.adapter is not None or lora_checkpoint is not None
+    quantize = (spec.adapter or {}).get("quantize_base")
+    dtype = device.compute_dtype if lora else torch.float32
+    model = _from_pretrained(source, field, dtype, _quantization(quantize, device))
+    if not quantize:
+        model.to(device.device)
+    model.config.use_cache = False
+    if quantize:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    if lora_checkpoint is not None:
+        return adapters.load_lora(model, lora_checkpoint, source)
+    if spec.adapter is not None:
+        return adapters.attach_lora(model, spec.adapter, source)
+    return model
+
+
+def _from_pretrained(source: Path, field: str, dtype: torch.dtype, quantization: Any = None):
     from transformers import AutoModelForCausalLM
 
-    source = Path(spec.custom_weights_path) if spec.custom_weights_path else folder
-    field = "custom_weights_path" if spec.custom_weights_path else "model"
-    if spec.custom_weights_path:
-        _check_same_architecture(folder, source)
+    extra: dict[str, Any] = {}
+    if quantization is not None:
+        extra = {"quantization_config": quantization, "device_map": {"": torch.cuda.current_device()}}
     try:
         try:
-            model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, attn_implementation="sdpa")
+            return AutoModelForCausalLM.from_pretrained(source, dtype=dtype, attn_implementation="sdpa", **extra)
         except ValueError as error:
             if "sdpa" not in str(error).lower():
                 raise
             # The packing mask is an additive float mask, which eager attention applies correctly too.
-            model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, attn_implementation="eager")
+            return AutoModelForCausalLM.from_pretrained(source, dtype=dtype, attn_implementation="eager", **extra)
     except Exception as error:  # noqa: BLE001 - e.g. safetensors' SafetensorError for a corrupt file
         raise _load_failure(field, "model weights", source, error) from error
-    model.to(device.device)
-    model.config.use_cache = False
-    return model
+
+
+def _quantization(quantize: str | None, device: Device) -> Any:
+    """bitsandbytes' 4-bit NF4 config for QLoRA; only CUDA has the kernels (checked before any loading)."""
+    if not quantize:
+        return None
+    if device.device.type != "cuda":
+        raise TrainingFailure(
+            "adapter: quantize_base='4bit' (QLoRA) needs a CUDA GPU and this run trains on the "
+            f"{device.device.type}: use adapter='lora' here (bf16 base weights)"
+        )
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise TrainingFailure("adapter: quantize_base='4bit' (QLoRA) needs bitsandbytes: pip install bitsandbytes") from None
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=device.compute_dtype,
+    )
 
 
 def _check_same_architecture(base: Path, custom: Path) -> None:
-    if not (custom / "config.json").is_file():
+    if not (Path(custom) / "config.json").is_file():
         raise TrainingFailure(f"custom_weights_path: {custom} is not a checkpoint folder (no config.json)")
     a, b = load_config(base).to_dict(), load_config(custom).to_dict()
     different = [k for k in _SAME_ARCHITECTURE if a.get(k) != b.get(k)]
@@ -198,5 +255,14 @@ def _check_same_architecture(base: Path, custom: Path) -> None:
         )
 
 
-def count_parameters(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> int:
+    """Parameters of the model; under LoRA the base's count (what the model *is*), or only those that train.
+
+    A 4-bit base stores two weights per byte, so its packed tensors are counted by what they hold.
+    """
+    total = 0
+    for p in model.parameters():
+        if trainable_only and not p.requires_grad:
+            continue
+        total += p.numel() * (2 if p.dtype == torch.uint8 and hasattr(p, "quant_state") else 1)
+    return total

@@ -23,9 +23,10 @@ from typing import Any
 
 import torch
 
-from tunedeck.inputs.params import check_task_type, default_learning_rate, parse_duration
+from tunedeck.inputs.params import check_task_type, default_learning_rate, describe_adapter, parse_duration
 from tunedeck.inputs.spec import RunSpec
-from tunedeck.training.checkpoint import SavedCheckpoint, export_model, save_checkpoint
+from tunedeck.training import adapters
+from tunedeck.training.checkpoint import SavedCheckpoint, export_merged, export_model, save_checkpoint
 from tunedeck.training.data import Split, make_split, tokenize_source
 from tunedeck.training.evaluate import eval_loss, generate
 from tunedeck.training.failures import StopRequested, StopSignal, TrainingFailure
@@ -110,21 +111,28 @@ def run(spec: RunSpec, reporter: Reporter, stop: StopSignal | None = None) -> Re
     # --- model, optimizer, schedule --------------------------------------------------------------
     model = load_model(folder, spec, device)
     model.train()
+    adapter = adapters.adapter_settings(model) if adapters.is_peft(model) else None
+    if adapter is not None:
+        adapter["quantize_base"] = (spec.adapter or {}).get("quantize_base")
+        reporter.run(adapter=adapter)  # a continued LoRA checkpoint trains its own adapter
     parameters = count_parameters(model)
-    learning_rate = float(spec.learning_rate or default_learning_rate(parameters))
+    trainable = count_parameters(model, trainable_only=True)
+    learning_rate = float(spec.learning_rate or default_learning_rate(parameters, adapter))
     batch_tokens = int(spec.batch_tokens or DEFAULT_BATCH_TOKENS[kind])
     first_rows = train.rows(0)
     plan = make_plan(duration, len(first_rows), train.data.tokens, batch_tokens)
     micro_batch_tokens = MICRO_BATCH_TOKENS[kind]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, betas=BETAS, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(adapters.trainable_parameters(model), lr=learning_rate, betas=BETAS, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, plan.lr_multiplier)
     dtype = device.dtype_label
     reporter.event(
         EventType.MODEL_INITIALIZED,
-        f"{spec.model_name}: {parameters:,} parameters, {dtype} on {device.label}; learning rate {learning_rate:g}, "
+        f"{spec.model_name}: {parameters:,} parameters, {describe_training(adapter, trainable, parameters)}, "
+        f"{dtype} on {device.label}; learning rate {learning_rate:g}, "
         f"context length {context_length:,}; {plan.total_steps:,} steps of {plan.rows_per_step} row(s) "
         f"(~{plan.tokens_per_step:,} tokens), {plan.steps_per_epoch:,} per epoch, {plan.warmup_steps} warmup",
-        parameters=parameters, dtype=dtype, device=device.label, learning_rate=learning_rate,
+        parameters=parameters, trainable_parameters=trainable, adapter=adapter,
+        dtype=dtype, device=device.label, learning_rate=learning_rate,
         context_length=context_length, total_steps=plan.total_steps, steps_per_epoch=plan.steps_per_epoch,
         warmup_steps=plan.warmup_steps, rows_per_step=plan.rows_per_step, tokens_per_step=plan.tokens_per_step,
         row_tokens=train.capacity, micro_batch_tokens=micro_batch_tokens, batch_tokens=batch_tokens,
@@ -145,6 +153,7 @@ def run(spec: RunSpec, reporter: Reporter, stop: StopSignal | None = None) -> Re
             "optimizer": f"AdamW(betas={BETAS}, weight_decay=0.0)", "max_grad_norm": MAX_GRAD_NORM,
             "scheduler": "linear warmup (2%) + linear decay to 0", "parameters": parameters, "dtype": dtype,
             "seed": SEED, "eval_prompts": len(spec.eval_prompts) or None,
+            "adapter": describe_adapter(adapter), "trainable_parameters": trainable,
         },
         tags={"tunedeck.run": spec.name, **({"mlflow.user": spec.created_by} if spec.created_by else {})},
     )
@@ -181,7 +190,10 @@ def run(spec: RunSpec, reporter: Reporter, stop: StopSignal | None = None) -> Re
                 if step in plan.checkpoint_steps:
                     stop.check()  # a stop request never writes a new checkpoint
                     started = time.monotonic()
-                    saved = save_checkpoint(model, tokenizer, run_dir, plan.completed_epochs(step), step, step)
+                    saved = save_checkpoint(
+                        model, tokenizer, run_dir, plan.completed_epochs(step), step, step,
+                        extra={"adapter": adapter} if adapter else None,
+                    )
                     checkpoints.append(saved)
                     reporter.event(
                         EventType.CHECKPOINT_SAVED, f"checkpoint {saved.name} saved",
@@ -199,7 +211,10 @@ def run(spec: RunSpec, reporter: Reporter, stop: StopSignal | None = None) -> Re
 
             # --- export --------------------------------------------------------------------------
             stop.check()
-            model_dir = export_model(checkpoints[-1].path, run_dir)
+            if adapter is not None:  # registered with the adapter merged in: loads anywhere, no PEFT needed
+                model_dir = export_merged(adapters.merge(model), tokenizer, checkpoints[-1].path, run_dir)
+            else:
+                model_dir = export_model(checkpoints[-1].path, run_dir)
             source = tracker.log_model_folder(model_dir)
             version = tracker.register(spec.register_to, source)
             reporter.run(registered_model_name=spec.register_to, registered_model_version=version, progress=100.0)
@@ -268,6 +283,12 @@ def evaluate(
             EventType.EVAL_GENERATIONS, f"{len(generations)} generation(s) at {saved.name}",
             checkpoint=saved.name, step=saved.step, generations=generations,
         )
+
+
+def describe_training(adapter: dict | None, trainable: int, parameters: int) -> str:
+    if adapter is None:
+        return "full fine-tuning"
+    return f"{describe_adapter(adapter)}: {trainable:,} train ({100 * trainable / max(1, parameters):.2f}%)"
 
 
 def report_progress(reporter: Reporter, plan: Plan, progress: Progress, step: int, loss: float, lr: float) -> None:
