@@ -14,7 +14,7 @@ from .conftest import CHATS, events, jsonl_source, make_spec, run_in_process, wr
 
 pytestmark = pytest.mark.e2e
 
-ALL_LINEAR = parse_adapter({"rank": 16, "target_modules": "all-linear", "dropout": 0.0})
+ALL_LINEAR = parse_adapter({"rank": 16, "dropout": 0.0})  # the default layers: every linear one
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +97,9 @@ def test_continue_from_a_lora_checkpoint(lora_run, tmp_path, tiny_model):
         learning_rate=1e-2, custom_weights_path=str(middle.path), precision="fp32",
     ))
     init = events(reports, "MODEL_INITIALIZED")[0]["data"]
-    assert init["adapter"]["rank"] == 16 and init["adapter"]["target_modules"] != ["q_proj", "k_proj", "v_proj", "o_proj"]
+    # The checkpoint's own settings, its layers as PEFT resolved them: every linear one.
+    assert init["adapter"]["rank"] == 16
+    assert sorted(init["adapter"]["target_modules"]) == ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]
     assert [r for r in reports if r["kind"] == "run" and r["fields"].get("adapter")]
     # It starts exactly where the first run was at that checkpoint (eval data = train data, no dropout).
     assert second.losses[0] == pytest.approx(eval_at_middle, rel=1e-4)
@@ -105,14 +107,20 @@ def test_continue_from_a_lora_checkpoint(lora_run, tmp_path, tiny_model):
     assert (second.model_dir / "adapter" / "adapter_config.json").is_file()
 
 
-def test_default_lora_adapts_the_attention_projections(tmp_path, tiny_model):
+def test_attention_only_lora_adapts_the_attention_projections(tmp_path, tiny_model):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
     train = write_jsonl(tmp_path / "chat.jsonl", CHATS)
     result, reports = run_in_process(make_spec(
         tmp_path, tiny_model, jsonl_source(train), task_type="CHAT_COMPLETION", training_duration="2ba",
-        adapter=parse_adapter("lora"), precision="fp32",
+        adapter=parse_adapter({"target_modules": "attention"}), precision="fp32",
     ))
     init = events(reports, "MODEL_INITIALIZED")[0]["data"]
-    assert init["adapter"]["target_modules"] == ["k_proj", "o_proj", "q_proj", "v_proj"]
+    assert init["adapter"]["target_modules"] == "attention"
+    assert "attention projections" in events(reports, "MODEL_INITIALIZED")[0]["message"]
+    adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), result.checkpoints[-1].path)
+    assert sorted(adapted.peft_config["default"].target_modules) == ["k_proj", "o_proj", "q_proj", "v_proj"]
     assert init["learning_rate"] == pytest.approx(5e-3)  # LoRA's default for a model this small
     assert result.registered_model_version == 1
 
@@ -134,7 +142,7 @@ def test_qlora_trains_on_cuda(tmp_path, tiny_model):
     train = write_jsonl(tmp_path / "chat.jsonl", CHATS)
     result, reports = run_in_process(make_spec(
         tmp_path, tiny_model, jsonl_source(train), task_type="CHAT_COMPLETION", training_duration="30ba",
-        learning_rate=1e-2, adapter=parse_adapter({"rank": 16, "target_modules": "all-linear", "quantize_base": "4bit"}),
+        learning_rate=1e-2, adapter=parse_adapter({"rank": 16, "quantize_base": "4bit"}),
     ))
     assert result.losses[-1] < result.losses[0] / 2
     assert events(reports, "MODEL_INITIALIZED")[0]["data"]["adapter"]["quantize_base"] == "4bit"

@@ -83,7 +83,7 @@ def test_every_parameter_reaches_the_preview(make_form):
     form.validate_w.value = False
     form.method_w.value = "qlora"
     form.rank_w.value = "32"
-    form.targets_w.value = "all-linear"
+    form.targets_w.value = "attention"
     expected = {
         "model": "tiny-chat", "train_data_path": "t.jsonl", "register_to": "main.demo",
         "task_type": "INSTRUCTION_FINETUNE", "eval_data_path": "e.jsonl",
@@ -91,7 +91,7 @@ def test_every_parameter_reaches_the_preview(make_form):
         "custom_weights_path": "/runs/a/checkpoints/latest-sharded-rank0.symlink", "training_duration": "40ba",
         "learning_rate": 3e-4, "context_length": 512, "experiment_path": "/Users/me/x",
         "data_prep_cluster_id": "c-1", "validate_inputs": False,
-        "adapter": LoRA(rank=32, target_modules="all-linear", quantize_base="4bit"),
+        "adapter": LoRA(rank=32, target_modules="attention", quantize_base="4bit"),
     }
     assert form.params() == expected
     assert create_call(form.preview.code) == expected  # the preview is valid Python for the same call
@@ -266,8 +266,8 @@ def test_lora_reaches_the_preview_and_start_sends_it(make_form, fake):
     form.rank_w.value = "32"
     assert form.alpha_w.placeholder == "64"
     assert '    adapter=fm.LoRA(rank=32),\n' in form.preview.code
-    form.targets_w.value = "all-linear"
-    assert '    adapter=fm.LoRA(rank=32, target_modules="all-linear"),\n' in form.preview.code
+    form.targets_w.value = "attention"
+    assert '    adapter=fm.LoRA(rank=32, target_modules="attention"),\n' in form.preview.code
     assert create_call(form.preview.code) == form.params()
     assert errors(form) == {}
 
@@ -275,7 +275,7 @@ def test_lora_reaches_the_preview_and_start_sends_it(make_form, fake):
     assert run is not None
     sent = fake.created[-1]
     assert sent["adapter"] == {"type": "lora", "rank": 32, "alpha": None, "dropout": 0.05,
-                               "target_modules": "all-linear", "quantize_base": None}
+                               "target_modules": "attention", "quantize_base": None}
     assert run_preview(form.preview.code, fake) == sent  # pasted, the preview does what Start did
     assert "adapter=fm.LoRA(rank=32" in form._repr_mimebundle_()["text/plain"]  # and the snapshot shows it
 
@@ -356,7 +356,7 @@ def test_form_takes_an_adapter_like_create(make_form):
     assert form.params()["adapter"] == LoRA(rank=8, dropout=0.1, target_modules=("q_proj",))  # dropout kept
     assert "fm.LoRA(rank=8, dropout=0.1" in form.preview.code
     assert make_form(adapter="QLoRA").params()["adapter"] == "qlora"
-    assert make_form(adapter={"rank": 16, "alpha": 8.0, "target_modules": "all-linear"}).params()["adapter"] == LoRA(alpha=8, target_modules="all-linear")
+    assert make_form(adapter={"rank": 16, "alpha": 8.0, "target_modules": "attention"}).params()["adapter"] == LoRA(alpha=8, target_modules="attention")
     bad = make_form(model="tiny-chat", adapter="dora")
     assert bad.method_w.value == "full"
     assert "is not an adapter" in errors(bad)["adapter"] and "showing full fine-tuning" in errors(bad)["adapter"]

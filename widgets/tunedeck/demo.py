@@ -42,7 +42,7 @@ def write_dataset() -> None:
         target.write_text("\n".join(rows) + "\n")
 
 
-# LoRA on SmolLM2: its attention projections only hold the facts after more, larger steps.
+# LoRA (every linear layer) takes a ~20x larger learning rate than full fine-tuning: 4/4 facts after 6 epochs.
 SMOLLM2_OPTIONS = {
     None: {"training_duration": "6ep", "learning_rate": 1e-4, "context_length": 256},
     "lora": {"training_duration": "6ep", "learning_rate": 2e-3, "context_length": 256},

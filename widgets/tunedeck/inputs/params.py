@@ -152,15 +152,16 @@ def parse_adapter(value: Any) -> dict | None:
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
         raise ValueError(f"dropout {dropout!r} must be a number from 0 up to (not including) 1")
     modules = value.target_modules
-    if isinstance(modules, str):
-        if modules != "all-linear":
-            modules = [modules]
+    if modules == "all-linear":
+        modules = None  # the default, said explicitly
+    if isinstance(modules, str) and modules != "attention":
+        modules = [modules]
     if isinstance(modules, (list, tuple)):
         if not modules or not all(isinstance(m, str) and _MODULE_NAME.match(m) for m in modules):
-            raise ValueError(f"target_modules {value.target_modules!r} must be None, 'all-linear' or a list of layer names such as ['q_proj', 'v_proj']")
+            raise ValueError(f"target_modules {value.target_modules!r} must be None (all linear layers), 'attention' or a list of layer names such as ['q_proj', 'v_proj']")
         modules = list(modules)
-    elif modules is not None and modules != "all-linear":
-        raise ValueError(f"target_modules {modules!r} must be None, 'all-linear' or a list of layer names")
+    elif modules is not None and modules != "attention":
+        raise ValueError(f"target_modules {modules!r} must be None (all linear layers), 'attention' or a list of layer names")
     if value.quantize_base is not None and value.quantize_base not in QUANTIZE_BASE:
         raise ValueError(f"quantize_base {value.quantize_base!r} must be None or '4bit'")
     return {"type": "lora", "rank": rank, "alpha": float(alpha), "dropout": float(dropout),
@@ -172,6 +173,6 @@ def describe_adapter(adapter: dict | None) -> str:
     if not adapter:
         return "full fine-tuning"
     modules = adapter.get("target_modules")
-    where = "attention projections" if modules is None else ("all linear layers" if modules == "all-linear" else ", ".join(modules))
+    where = "all linear layers" if modules is None else ("attention projections" if modules == "attention" else ", ".join(modules))
     base = "QLoRA (4-bit base)" if adapter.get("quantize_base") == "4bit" else "LoRA"
     return f"{base} r={adapter['rank']}, alpha={adapter['alpha']:g}, dropout={adapter['dropout']:g}, {where}"

@@ -50,10 +50,18 @@ def attention_modules(model: torch.nn.Module) -> list[str]:
 
 
 def attach_lora(model: Any, adapter: dict[str, Any], base_path: str | Path) -> Any:
-    """``model`` with fresh LoRA adapters on ``adapter["target_modules"]`` (or its attention projections)."""
+    """``model`` with fresh LoRA adapters on ``adapter["target_modules"]``: every linear layer but the head
+    (None), the attention projections ("attention"), or the named layers."""
     from peft import LoraConfig, get_peft_model
 
-    modules = adapter.get("target_modules") or attention_modules(model) or "all-linear"
+    modules = adapter.get("target_modules") or "all-linear"
+    if modules == "attention":
+        modules = attention_modules(model)
+        if not modules:
+            raise TrainingFailure(
+                "adapter: target_modules='attention' found no attention projections this architecture names "
+                "as tunedeck knows them; name the layers, e.g. LoRA(target_modules=['q_proj', 'v_proj'])"
+            )
     config = LoraConfig(
         r=int(adapter["rank"]),
         lora_alpha=float(adapter["alpha"]),
@@ -86,7 +94,7 @@ def load_lora(model: Any, checkpoint: str | Path, base_path: str | Path) -> Any:
 
 
 def adapter_settings(peft_model: Any) -> dict[str, Any]:
-    """The adapter's settings in tunedeck's form (for events, params, and a continued run)."""
+    """The settings of the adapter being trained, in tunedeck's form (the layers as PEFT resolved them)."""
     config = peft_model.peft_config["default"]
     modules = config.target_modules
     return {
@@ -94,7 +102,8 @@ def adapter_settings(peft_model: Any) -> dict[str, Any]:
         "rank": int(config.r),
         "alpha": float(config.lora_alpha),
         "dropout": float(config.lora_dropout),
-        "target_modules": sorted(modules) if isinstance(modules, (set, list, tuple)) else modules,
+        # PEFT saves "all-linear" resolved to every module's full name: report the layer names once each.
+        "target_modules": sorted({m.rsplit(".", 1)[-1] for m in modules}) if isinstance(modules, (set, list, tuple)) else modules,
         "quantize_base": None,
     }
 

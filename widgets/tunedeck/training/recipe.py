@@ -113,7 +113,8 @@ def run(spec: RunSpec, reporter: Reporter, stop: StopSignal | None = None) -> Re
     model.train()
     adapter = adapters.adapter_settings(model) if adapters.is_peft(model) else None
     if adapter is not None:
-        adapter["quantize_base"] = (spec.adapter or {}).get("quantize_base")
+        if spec.adapter is not None and not spec.custom_weights_path:
+            adapter = dict(spec.adapter)  # as asked: "all linear layers" reads better than their list
         reporter.run(adapter=adapter)  # a continued LoRA checkpoint trains its own adapter
     parameters = count_parameters(model)
     trainable = count_parameters(model, trainable_only=True)

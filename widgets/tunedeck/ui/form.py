@@ -35,7 +35,7 @@ PARAMETERS = (
 TASKS = (("Chat completion", "CHAT_COMPLETION"), ("Instruction", "INSTRUCTION_FINETUNE"), ("Continued pretraining", "CONTINUED_PRETRAIN"))
 UNITS = (("epochs", "ep"), ("batches", "ba"), ("tokens", "tok"))
 METHODS = (("Full fine-tuning", "full"), ("LoRA", "lora"), ("QLoRA (4-bit, CUDA only)", "qlora"))
-TARGETS = (("attention projections", "attention"), ("all linear layers", "all-linear"), ("these layers:", "custom"))
+TARGETS = (("all linear layers", "all-linear"), ("attention projections", "attention"), ("these layers:", "custom"))
 ADAPTER_FIELDS = ("adapter_rank", "adapter_alpha", "adapter_target_modules")
 ADVANCED = ("adapter", *ADAPTER_FIELDS, "context_length", "custom_weights_path", "experiment_path", "data_prep_cluster_id", "validate_inputs")
 EVALUATION = ("eval_data_path", "eval_prompts")
@@ -132,7 +132,7 @@ class TrainingForm(_snapshot.SnapshotDisplay, w.VBox):
         self.rank_w = w.Text(value=str(lora.rank), placeholder="16", layout=w.Layout(width="120px"))
         self.alpha_w = w.Text(value="" if lora.alpha is None else _number_text(lora.alpha), layout=w.Layout(width="120px"))
         self.alpha_help = w.HTML()
-        target = "attention" if modules is None else ("all-linear" if modules == "all-linear" else "custom")
+        target = "all-linear" if modules is None else ("attention" if modules == "attention" else "custom")
         self.targets_w = w.Dropdown(options=TARGETS, value=target, layout=w.Layout(width="200px"))
         self.modules_w = w.Text(value=", ".join(modules) if target == "custom" else "", placeholder="q_proj, v_proj",
                                 layout=w.Layout(width="236px"))
@@ -269,10 +269,10 @@ class TrainingForm(_snapshot.SnapshotDisplay, w.VBox):
     def _lora(self) -> LoRA:
         """The LoRA settings as typed (possibly invalid: problems() says what is wrong, next to the field)."""
         alpha = self.alpha_w.value.strip()
-        if self.targets_w.value == "attention":
+        if self.targets_w.value == "all-linear":
             modules: tuple[str, ...] | str | None = None
-        elif self.targets_w.value == "all-linear":
-            modules = "all-linear"
+        elif self.targets_w.value == "attention":
+            modules = "attention"
         else:
             modules = tuple(part.strip() for part in self.modules_w.value.split(",") if part.strip())
         return LoRA(
