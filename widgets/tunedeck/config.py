@@ -6,7 +6,7 @@ TUNEDECK_VOLUMES  local root that dbfs:/Volumes/... and /Volumes/... map onto (d
 TUNEDECK_MODELS   a folder of Hugging Face model folders offered by get_models() (default $HOME/models)
 MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI   override the default SQLite store under TUNEDECK_HOME
 TUNEDECK_BATCH_TOKENS  tokens per optimizer step (default: the trainer's, 4096 on CPU)
-TUNEDECK_PRECISION     auto (default: bf16 autocast on a bf16 GPU, float32 on CPU), fp32, or bf16
+TUNEDECK_PRECISION     auto (default: bf16 autocast on a GPU with native bf16, and on a CPU when a start-up probe measures bf16 matmuls >= 1.3x float32), fp32, or bf16
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ PRECISIONS = ("auto", "fp32", "bf16")
 def precision() -> str:
     """How the trainer computes (TUNEDECK_PRECISION): auto, fp32 or bf16 (autocast, float32 weights).
 
-    bf16 on CPU is opt-in: it is ~2x faster on CPUs with AVX512-BF16/AMX and far slower on those
-    without, and it changes the numerics, so "auto" keeps CPU runs in float32.
+    bf16 on a CPU is ~2x faster where it has AVX512-BF16/AMX units and far slower where it has not, so
+    "auto" measures it at start (training/precision.py) instead of trusting a CPU flag.
     """
     value = (os.environ.get("TUNEDECK_PRECISION") or "auto").strip().lower()
     if value not in PRECISIONS:

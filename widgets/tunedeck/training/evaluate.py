@@ -16,13 +16,15 @@ GENERATION = dict(max_new_tokens=100, temperature=1.0, top_k=50, top_p=0.95, do_
 
 
 @torch.no_grad()
-def eval_loss(model: Any, rows: list[list], micro_batch_tokens: int, pad_id: int, device: Device) -> float:
+def eval_loss(
+    model: Any, rows: list[list], micro_batch_tokens: int, pad_id: int, device: Device, packed_mask: str = "dense"
+) -> float:
     """Mean token loss over every eval row (all tokens weigh the same, as in training)."""
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
     for group in micro_batches(rows, micro_batch_tokens):
-        batch = collate(group, pad_id, device.compute_dtype).to(device.device)
+        batch = collate(group, pad_id, device.compute_dtype, packed_mask).to(device.device)
         with device.autocast():
             loss, n = loss_sum(model, batch)
         total += float(loss)

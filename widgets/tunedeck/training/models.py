@@ -21,6 +21,7 @@ import torch
 from tunedeck.inputs.params import default_context_length
 from tunedeck.inputs.spec import RunSpec
 from tunedeck.training.failures import TrainingFailure
+from tunedeck.training.precision import choose_precision
 
 log = logging.getLogger(__name__)
 
@@ -30,16 +31,20 @@ _SAME_ARCHITECTURE = ("model_type", "vocab_size", "hidden_size", "num_hidden_lay
 
 @dataclass(frozen=True)
 class Device:
-    """Where and in which precision the model computes.
+    """Where and in which precision the model computes, and why (``training.precision`` chooses).
 
-    Weights stay float32 everywhere (the optimizer needs full-precision master weights). On a CUDA GPU
-    with bf16 support the forward/backward run under bf16 autocast; on CPU everything is float32 unless
-    the run asks for bf16 (TUNEDECK_PRECISION=bf16): CPUs without bf16 units run bf16 matmuls hundreds
-    of times slower than float32, those with AVX512-BF16/AMX about 2x faster (benchmarks/vs_trl.py --bf16).
+    The forward/backward run under bf16 autocast on a CUDA GPU with native bf16, and on a CPU where a
+    short probe measured bf16 matmuls of the model's shape clearly faster than float32 (CPUs with
+    AVX512-BF16/AMX; without them bf16 is several to a hundred times slower). Otherwise, or when
+    TUNEDECK_PRECISION says so, everything is float32. Trained weights stay float32 (the optimizer needs
+    full-precision master weights); a LoRA's frozen base is held in ``compute_dtype`` (``load_model``).
+    ``precision_reason`` is the one-line why, for the run's events.
     """
 
     device: torch.device
     autocast_dtype: torch.dtype | None
+    precision_reason: str = ""
+    bf16_speedup: float | None = None  # the CPU probe's bf16/float32 matmul throughput; None when not measured
 
     @property
     def compute_dtype(self) -> torch.dtype:
@@ -61,13 +66,21 @@ class Device:
         return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
 
 
-def pick_device(precision: str = "auto") -> Device:
-    """The GPU when there is one, else the CPU; bf16 autocast where ``precision`` and the device allow."""
-    if torch.cuda.is_available():
-        device = torch.device("cuda", torch.cuda.current_device())
-        bf16 = precision != "fp32" and torch.cuda.is_bf16_supported()
-        return Device(device, torch.bfloat16 if bf16 else None)
-    return Device(torch.device("cpu"), torch.bfloat16 if precision == "bf16" else None)
+def pick_device(precision: str = "auto", config: Any = None) -> Device:
+    """The GPU when there is one, else the CPU, in the precision ``choose_precision`` picks for ``precision``.
+
+    ``config`` (the model's HF config) gives the shape the CPU probe measures under ``auto``:
+    hidden_size x intermediate_size (SmolLM2-135M's when it is not given).
+    """
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    sizes = {name: _positive_int(getattr(text, name, None)) for name in ("hidden_size", "intermediate_size")}
+    choice = choose_precision(device, precision, **sizes)
+    return Device(device, choice.autocast_dtype, choice.reason, choice.speedup)
+
+
+def _positive_int(value: Any) -> int | None:
+    return value if isinstance(value, int) and value > 0 else None
 
 
 def model_folder(spec: RunSpec) -> Path:
@@ -187,7 +200,7 @@ def load_model(folder: Path, spec: RunSpec, device: Device):
     lora = spec.adapter is not None or lora_checkpoint is not None
     quantize = (spec.adapter or {}).get("quantize_base")
     dtype = device.compute_dtype if lora else torch.float32
-    model = _from_pretrained(source, field, dtype, _quantization(quantize, device))
+    model = _from_pretrained(source, field, dtype, device, _quantization(quantize, device))
     if not quantize:
         model.to(device.device)
     model.config.use_cache = False
@@ -202,22 +215,26 @@ def load_model(folder: Path, spec: RunSpec, device: Device):
     return model
 
 
-def _from_pretrained(source: Path, field: str, dtype: torch.dtype, quantization: Any = None):
+def _from_pretrained(source: Path, field: str, dtype: torch.dtype, device: Device, quantization: Any = None):
+    """Weights with the best attention implementation this device and the architecture allow
+    (attention.py: variable-length flash/flex on CUDA, sdpa with a block-diagonal mask on CPU)."""
     from transformers import AutoModelForCausalLM
+
+    from tunedeck.training.attention import load_with_plan
 
     extra: dict[str, Any] = {}
     if quantization is not None:
         extra = {"quantization_config": quantization, "device_map": {"": torch.cuda.current_device()}}
+
+    def attempt(implementation: str):
+        return AutoModelForCausalLM.from_pretrained(source, dtype=dtype, attn_implementation=implementation, **extra)
+
     try:
-        try:
-            return AutoModelForCausalLM.from_pretrained(source, dtype=dtype, attn_implementation="sdpa", **extra)
-        except ValueError as error:
-            if "sdpa" not in str(error).lower():
-                raise
-            # The packing mask is an additive float mask, which eager attention applies correctly too.
-            return AutoModelForCausalLM.from_pretrained(source, dtype=dtype, attn_implementation="eager", **extra)
+        model, _ = load_with_plan(attempt, device.device.type, device.compute_dtype,
+                                  prefer=os.environ.get("TUNEDECK_ATTENTION") or None)
     except Exception as error:  # noqa: BLE001 - e.g. safetensors' SafetensorError for a corrupt file
         raise _load_failure(field, "model weights", source, error) from error
+    return model
 
 
 def _quantization(quantize: str | None, device: Device) -> Any:

@@ -26,6 +26,7 @@ import torch
 from tunedeck.inputs.params import check_task_type, default_learning_rate, describe_adapter, parse_duration
 from tunedeck.inputs.spec import RunSpec
 from tunedeck.training import adapters
+from tunedeck.training.attention import plan_of_model
 from tunedeck.training.checkpoint import SavedCheckpoint, export_merged, export_model, save_checkpoint
 from tunedeck.training.data import Split, make_split, tokenize_source
 from tunedeck.training.evaluate import eval_loss, generate
@@ -41,6 +42,7 @@ from tunedeck.training.models import (
     pick_device,
     resolve_context_length,
 )
+from tunedeck.training.optim import make_optimizer
 from tunedeck.training.packing import collate, micro_batches
 from tunedeck.training.plan import DEFAULT_BATCH_TOKENS, MICRO_BATCH_TOKENS, PACK_TOKENS, Plan, make_plan
 from tunedeck.training.progress import Progress
@@ -81,11 +83,11 @@ def run(spec: RunSpec, reporter: Reporter, stop: StopSignal | None = None) -> Re
     except ValueError as error:
         raise TrainingFailure(f"training_duration: {error}") from None
     torch.manual_seed(SEED)
-    device = pick_device(spec.precision)
-    kind = device.device.type if device.device.type in DEFAULT_BATCH_TOKENS else "cpu"
     folder = model_folder(spec)
     tokenizer = load_tokenizer(folder)
     config = load_config(folder)
+    device = pick_device(spec.precision, config)  # on CPU, `auto` probes a matmul of this model's shape
+    kind = device.device.type if device.device.type in DEFAULT_BATCH_TOKENS else "cpu"
     context_length = resolve_context_length(spec, config)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
@@ -123,7 +125,8 @@ def run(spec: RunSpec, reporter: Reporter, stop: StopSignal | None = None) -> Re
     first_rows = train.rows(0)
     plan = make_plan(duration, len(first_rows), train.data.tokens, batch_tokens)
     micro_batch_tokens = MICRO_BATCH_TOKENS[kind]
-    optimizer = torch.optim.AdamW(adapters.trainable_parameters(model), lr=learning_rate, betas=BETAS, weight_decay=0.0)
+    optimizer = make_optimizer(adapters.trainable_parameters(model), learning_rate, BETAS, 0.0, device.device.type)
+    attention = plan_of_model(model)  # how packed rows keep their examples apart
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, plan.lr_multiplier)
     dtype = device.dtype_label
     reporter.event(
@@ -131,9 +134,11 @@ def run(spec: RunSpec, reporter: Reporter, stop: StopSignal | None = None) -> Re
         f"{spec.model_name}: {parameters:,} parameters, {describe_training(adapter, trainable, parameters)}, "
         f"{dtype} on {device.label}; learning rate {learning_rate:g}, "
         f"context length {context_length:,}; {plan.total_steps:,} steps of {plan.rows_per_step} row(s) "
-        f"(~{plan.tokens_per_step:,} tokens), {plan.steps_per_epoch:,} per epoch, {plan.warmup_steps} warmup",
+        f"(~{plan.tokens_per_step:,} tokens), {plan.steps_per_epoch:,} per epoch, {plan.warmup_steps} warmup. "
+        f"Precision: {device.precision_reason}",
         parameters=parameters, trainable_parameters=trainable, adapter=adapter,
-        dtype=dtype, device=device.label, learning_rate=learning_rate,
+        dtype=dtype, precision_reason=device.precision_reason, bf16_speedup=device.bf16_speedup,
+        device=device.label, attention=attention.label, learning_rate=learning_rate,
         context_length=context_length, total_steps=plan.total_steps, steps_per_epoch=plan.steps_per_epoch,
         warmup_steps=plan.warmup_steps, rows_per_step=plan.rows_per_step, tokens_per_step=plan.tokens_per_step,
         row_tokens=train.capacity, micro_batch_tokens=micro_batch_tokens, batch_tokens=batch_tokens,
@@ -153,6 +158,7 @@ def run(spec: RunSpec, reporter: Reporter, stop: StopSignal | None = None) -> Re
             "micro_batch_tokens": micro_batch_tokens,
             "optimizer": f"AdamW(betas={BETAS}, weight_decay=0.0)", "max_grad_norm": MAX_GRAD_NORM,
             "scheduler": "linear warmup (2%) + linear decay to 0", "parameters": parameters, "dtype": dtype,
+            "precision_reason": device.precision_reason, "attention": attention.label,
             "seed": SEED, "eval_prompts": len(spec.eval_prompts) or None,
             "adapter": describe_adapter(adapter), "trainable_parameters": trainable,
         },
@@ -175,7 +181,8 @@ def run(spec: RunSpec, reporter: Reporter, stop: StopSignal | None = None) -> Re
                 started = time.monotonic()
                 lr = scheduler.get_last_lr()[0]
                 loss, tokens, grad_norm = train_step(
-                    model, optimizer, rows[plan.rows_of(step)], micro_batch_tokens, pad_id, device, stop
+                    model, optimizer, rows[plan.rows_of(step)], micro_batch_tokens, pad_id, device, stop,
+                    attention.packed_mask,
                 )
                 scheduler.step()
                 seconds = time.monotonic() - started
@@ -200,7 +207,8 @@ def run(spec: RunSpec, reporter: Reporter, stop: StopSignal | None = None) -> Re
                         EventType.CHECKPOINT_SAVED, f"checkpoint {saved.name} saved",
                         checkpoint=saved.name, path=str(saved.path), epoch=saved.epoch, batch=saved.batch,
                     )
-                    evaluate(model, tokenizer, spec, task, evals, eval_rows, pad_id, device, kind, saved, reporter, tracker)
+                    evaluate(model, tokenizer, spec, task, evals, eval_rows, pad_id, device, kind, saved, reporter, tracker,
+                             attention.packed_mask)
                     progress.checkpoint_done(time.monotonic() - started)
             tracker.flush()
             reporter.event(
@@ -242,6 +250,7 @@ def train_step(
     pad_id: int,
     device: Device,
     stop: StopSignal,
+    packed_mask: str = "dense",
 ) -> tuple[float, int, float]:
     """One optimizer step over ``rows``: (mean token loss, tokens, gradient norm before clipping).
 
@@ -252,7 +261,7 @@ def train_step(
     total, tokens = 0.0, 0
     for group in micro_batches(rows, micro_batch_tokens):
         stop.check()
-        batch = collate(group, pad_id, device.compute_dtype).to(device.device)
+        batch = collate(group, pad_id, device.compute_dtype, packed_mask).to(device.device)
         with device.autocast():
             loss, _ = loss_sum(model, batch)
         (loss / count).backward()
@@ -267,10 +276,11 @@ def train_step(
 def evaluate(
     model: Any, tokenizer: Any, spec: RunSpec, task: str, evals: Split | None, eval_rows: list,
     pad_id: int, device: Device, kind: str, saved: SavedCheckpoint, reporter: Reporter, tracker: Tracker,
+    packed_mask: str = "dense",
 ) -> None:
     """Eval loss on the eval data and generations for eval_prompts, at a checkpoint."""
     if evals is not None:
-        loss = eval_loss(model, eval_rows, MICRO_BATCH_TOKENS[kind], pad_id, device)
+        loss = eval_loss(model, eval_rows, MICRO_BATCH_TOKENS[kind], pad_id, device, packed_mask)
         reporter.metrics(saved.step, {"eval/loss": loss})
         tracker.log_metrics(saved.step, {"eval/loss": loss}, force=True)
         reporter.event(
