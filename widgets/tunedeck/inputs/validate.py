@@ -10,7 +10,7 @@ from typing import Any
 
 from tunedeck import config
 from tunedeck.errors import Problem
-from tunedeck.inputs import catalog, datasets, params
+from tunedeck.inputs import catalog, datasets, memory, params
 from tunedeck.inputs.paths import PathError, local_path, resolve_data
 from tunedeck.inputs.spec import DataSource, RunSpec
 
@@ -95,6 +95,8 @@ def build_spec(req: RunRequest, run_name: str, *, check_data: bool = True) -> tu
     weights = None
     if req.custom_weights_path:
         weights = _custom_weights(req.custom_weights_path, model, problems)
+    if check_data and not problems:  # at create/validate; at launch the worker re-plans with the tokenized data
+        problems += _memory_problems(model, adapter, context_length, precision, weights)
 
     if problems:
         return None, problems
@@ -162,6 +164,16 @@ def _custom_weights(path: str, model, problems: list[Problem]) -> str | None:
                 problems.append(Problem("custom_weights_path", f"the checkpoint's architecture does not match {model.name}: " + "; ".join(diffs), file=str(folder)))
                 return None
     return str(folder)
+
+
+def _memory_problems(model, adapter: dict | None, context_length: int | None, precision: str | None, weights: str | None) -> list[Problem]:
+    """A problem when the run's estimated peak memory exceeds what this machine has (inputs/memory.py)."""
+    folder = config.home() / "cache" / "models" / model.name if model.path.endswith(".gguf") else Path(model.path)
+    message = memory.check_run(
+        folder, context_length=context_length or params.default_context_length(model.max_context_length),
+        adapter=adapter, precision=precision or "auto", continues=weights,
+    )
+    return [Problem("model", message)] if message else []
 
 
 def _model_config(model) -> dict | None:

@@ -1,18 +1,42 @@
-"""The summed token loss of a micro-batch.
+"""The summed token loss of a micro-batch, without ever holding the whole (tokens x vocabulary) logits.
 
 Summed, not averaged: the recipe divides by the number of loss-bearing tokens of the whole optimizer
 step, so a step's loss is the mean over its tokens however they are split into micro-batches and rows
-(packed and unpacked batches give the same gradient). Only the positions that carry a loss go through
-the (large) vocabulary projection, via transformers' ``logits_to_keep`` boolean mask.
+(packed and unpacked batches give the same gradient).
+
+Only the positions that carry a loss go through the vocabulary projection, and they go through it in
+chunks of ``chunk_rows(vocab)`` positions (about 32 MB of float32 logits each): each chunk's
+projection + cross-entropy runs under ``torch.utils.checkpoint``, so its logits are freed as soon as
+its loss is known and recomputed, one chunk at a time, in backward. The logits of a micro-batch of
+1,024 loss tokens with a 152k vocabulary would otherwise take ~0.6 GB for the logits alone and about
+three times that with the log-softmax and its gradient; chunked they stay one chunk (the recompute
+costs one extra head matmul per chunk). On CUDA, Liger's fused linear cross-entropy does the same in
+a Triton kernel when ``liger_kernel`` is installed.
+
+The chunked path needs the decoder's hidden states and a plain output head (``logits = lm_head(h)``),
+which holds for the architectures in ``PLAIN_HEAD``; others (final logit soft-capping, logit scaling,
+no decoder) take the model's own forward with transformers' ``logits_to_keep`` mask, as before.
 """
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
+from tunedeck.inputs.memory import loss_chunk_rows
 from tunedeck.training.packing import Batch
 from tunedeck.training.tokenize import IGNORE
+
+# Model types whose causal-LM forward is exactly ``lm_head(decoder(...).last_hidden_state)`` (checked in
+# transformers' modeling files): no soft-capping, no logit scaling. Gemma 2/3, Cohere, Granite are not.
+PLAIN_HEAD = frozenset({
+    "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "phi", "phi3", "gemma",
+    "smollm3", "olmo", "olmo2", "starcoder2", "stablelm",
+})
 
 
 def loss_sum(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
@@ -25,14 +49,83 @@ def loss_sum(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
         position_ids=batch.position_ids,
         use_cache=False,
     )
+    varlen = getattr(batch, "varlen_kwargs", None)  # flash-attention boundaries of a flattened batch
+    if varlen is not None:
+        inputs.update(varlen())
+    parts = decoder_and_head(model)
+    if parts is None:
+        return _model_loss(model, inputs, keep, batch.targets), count
+    decoder, head = parts
+    hidden = decoder(**inputs).last_hidden_state[keep]  # (N, hidden): the positions that carry a loss
+    return projected_loss(head, hidden, batch.targets[keep]), count
+
+
+def decoder_and_head(model: Any) -> tuple[torch.nn.Module, torch.nn.Module] | None:
+    """The decoder and output head of a plain causal LM (also through a PEFT wrapper), or None.
+
+    A ``peft.PeftModel`` forwards unknown attributes to its LoRA model and that to the wrapped
+    transformers model, so ``get_decoder()`` / ``get_output_embeddings()`` / ``config`` reach the
+    model whose layers PEFT changed in place: calling them trains the adapters as the forward would.
+    """
+    config = getattr(model, "config", None)
+    if getattr(config, "model_type", None) not in PLAIN_HEAD:
+        return None
+    if getattr(config, "final_logit_softcapping", None) or getattr(config, "logits_scaling", None):
+        return None
+    try:
+        decoder, head = model.get_decoder(), model.get_output_embeddings()
+    except (AttributeError, NotImplementedError):
+        return None
+    if not isinstance(decoder, torch.nn.Module) or not isinstance(head, torch.nn.Module) or decoder is model:
+        return None
+    return decoder, head
+
+
+def projected_loss(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+    """sum(cross_entropy(head(hidden), targets)), never holding more than ``chunk`` rows of logits."""
+    if hidden.is_cuda and type(head) is torch.nn.Linear and _liger_loss() is not None:
+        out = _liger_loss()(head.weight, hidden, targets, head.bias)
+        return out[0] if isinstance(out, tuple) else out
+    vocab = getattr(head, "out_features", None) or head.weight.shape[0]
+    rows = chunk or loss_chunk_rows(int(vocab))
+    n = hidden.shape[0]
+    if n <= rows:  # one chunk: nothing to save by recomputing
+        return _chunk_loss(head, hidden, targets)
+    recompute = torch.is_grad_enabled() and (hidden.requires_grad or any(p.requires_grad for p in head.parameters()))
+    total = None
+    for start in range(0, n, rows):
+        h, t = hidden[start : start + rows], targets[start : start + rows]
+        if recompute:
+            part = checkpoint(_chunk_loss, head, h, t, use_reentrant=False, preserve_rng_state=False)
+        else:
+            part = _chunk_loss(head, h, t)
+        total = part if total is None else total + part
+    return total
+
+
+def _chunk_loss(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(head(hidden).float(), targets, reduction="sum")
+
+
+@functools.cache
+def _liger_loss():
+    """Liger's fused linear cross-entropy (summed), or None where liger_kernel is not installed."""
+    try:
+        from liger_kernel.transformers.fused_linear_cross_entropy import LigerFusedLinearCrossEntropyLoss
+    except Exception:  # noqa: BLE001 - not installed, or installed without a usable Triton
+        return None
+    return LigerFusedLinearCrossEntropyLoss(ignore_index=IGNORE, reduction="sum")
+
+
+def _model_loss(model: Any, inputs: dict[str, Any], keep: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The model's own forward, projecting only the loss positions where it supports logits_to_keep."""
     try:
         logits = model(**inputs, logits_to_keep=keep).logits
     except TypeError:  # an architecture without logits_to_keep: project every position
         logits = model(**inputs).logits
     if logits.dim() == 3:  # (B, L, V): not sliced by the model
         logits = logits[keep]
-    loss = F.cross_entropy(logits.float(), batch.targets[keep], reduction="sum")
-    return loss, count
+    return F.cross_entropy(logits.float(), targets[keep], reduction="sum")
 
 
 def per_example_losses(model: torch.nn.Module, batch: Batch) -> torch.Tensor:

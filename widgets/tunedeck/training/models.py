@@ -176,13 +176,14 @@ def resolve_context_length(spec: RunSpec, config: Any) -> int:
     return int(spec.context_length)
 
 
-def load_model(folder: Path, spec: RunSpec, device: Device):
+def load_model(folder: Path, spec: RunSpec, device: Device, bf16_storage: bool = False):
     """The model to train: the base (or ``custom_weights_path``'s weights), with LoRA adapters when asked.
 
     Full fine-tuning keeps float32 weights (AdamW needs full-precision master weights). Under LoRA the
     base is frozen, so it is held in the compute dtype (bf16 where the run trains in bf16: half the
     memory) or, with ``quantize_base="4bit"``, in 4 bits on CUDA. A LoRA checkpoint as
-    ``custom_weights_path`` continues that adapter on the base it was trained on.
+    ``custom_weights_path`` continues that adapter on the base it was trained on. ``bf16_storage``: a
+    LoRA base too big for float32 is held in bf16 and computed in float32 (frozen_base.py).
     """
     from tunedeck.training import adapters
 
@@ -199,8 +200,12 @@ def load_model(folder: Path, spec: RunSpec, device: Device):
         source, field = folder, "model"
     lora = spec.adapter is not None or lora_checkpoint is not None
     quantize = (spec.adapter or {}).get("quantize_base")
-    dtype = device.compute_dtype if lora else torch.float32
+    dtype = torch.bfloat16 if lora and bf16_storage else device.compute_dtype if lora else torch.float32
     model = _from_pretrained(source, field, dtype, device, _quantization(quantize, device))
+    if lora and bf16_storage and device.autocast_dtype is None:
+        from tunedeck.training.frozen_base import store_in_bf16
+
+        store_in_bf16(model)
     if not quantize:
         model.to(device.device)
     model.config.use_cache = False

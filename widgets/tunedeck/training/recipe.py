@@ -2,7 +2,8 @@
 
     setup       device, model files, tokenizer, context length
     data        read, check, tokenize, pack                      -> DATA_VALIDATED
-    model       weights, learning rate, optimizer, schedule       -> MODEL_INITIALIZED
+    memory      fit the run in what the device has free, or refuse it before loading weights
+    model       weights (+ LoRA adapters), learning rate, optimizer, schedule -> MODEL_INITIALIZED
     tracking    MLflow experiment and run                         -> run fields
     train       steps of packed rows, gradient accumulation       -> TRAIN_UPDATED, metrics
     checkpoint  save, eval loss, eval_prompts generations         -> CHECKPOINT_SAVED, EVAL_*
@@ -23,15 +24,17 @@ from typing import Any
 
 import torch
 
+from tunedeck.inputs import memory
 from tunedeck.inputs.params import check_task_type, default_learning_rate, describe_adapter, parse_duration
 from tunedeck.inputs.spec import RunSpec
 from tunedeck.training import adapters
-from tunedeck.training.attention import plan_of_model
+from tunedeck.training.attention import choose_attention, plan_of_model
 from tunedeck.training.checkpoint import SavedCheckpoint, export_merged, export_model, save_checkpoint
 from tunedeck.training.data import Split, make_split, tokenize_source
 from tunedeck.training.evaluate import eval_loss, generate
 from tunedeck.training.failures import StopRequested, StopSignal, TrainingFailure
 from tunedeck.training.loss import loss_sum
+from tunedeck.training.memory_plan import fit_run
 from tunedeck.training.models import (
     Device,
     count_parameters,
@@ -110,8 +113,18 @@ def run(spec: RunSpec, reporter: Reporter, stop: StopSignal | None = None) -> Re
         train=summary, eval=evals.summary() if evals else None,
     )
 
+    # --- memory: decided before any weight is loaded ---------------------------------------------
+    fit = fit_run(
+        _weights_folder(spec, folder), adapter=spec.adapter or (memory.checkpoint_adapter(spec.custom_weights_path) if spec.custom_weights_path else None),
+        autocast=device.autocast_dtype is not None, context_length=context_length, row_tokens=train.capacity,
+        device=device.device, micro_batch_tokens=MICRO_BATCH_TOKENS[kind],
+        dense_mask=choose_attention(device.device.type, device.compute_dtype).packed_mask == "dense",
+    )
+
     # --- model, optimizer, schedule --------------------------------------------------------------
-    model = load_model(folder, spec, device)
+    model = load_model(folder, spec, device, bf16_storage=fit.bf16_storage)
+    if fit.plan is not None and fit.plan.activation_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
     adapter = adapters.adapter_settings(model) if adapters.is_peft(model) else None
     if adapter is not None:
@@ -124,7 +137,7 @@ def run(spec: RunSpec, reporter: Reporter, stop: StopSignal | None = None) -> Re
     batch_tokens = int(spec.batch_tokens or DEFAULT_BATCH_TOKENS[kind])
     first_rows = train.rows(0)
     plan = make_plan(duration, len(first_rows), train.data.tokens, batch_tokens)
-    micro_batch_tokens = MICRO_BATCH_TOKENS[kind]
+    micro_batch_tokens = fit.plan.micro_batch_tokens if fit.plan is not None else MICRO_BATCH_TOKENS[kind]
     optimizer = make_optimizer(adapters.trainable_parameters(model), learning_rate, BETAS, 0.0, device.device.type)
     attention = plan_of_model(model)  # how packed rows keep their examples apart
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, plan.lr_multiplier)
@@ -135,10 +148,11 @@ def run(spec: RunSpec, reporter: Reporter, stop: StopSignal | None = None) -> Re
         f"{dtype} on {device.label}; learning rate {learning_rate:g}, "
         f"context length {context_length:,}; {plan.total_steps:,} steps of {plan.rows_per_step} row(s) "
         f"(~{plan.tokens_per_step:,} tokens), {plan.steps_per_epoch:,} per epoch, {plan.warmup_steps} warmup. "
-        f"Precision: {device.precision_reason}",
+        f"Precision: {device.precision_reason}. Memory: {fit.describe()}",
         parameters=parameters, trainable_parameters=trainable, adapter=adapter,
         dtype=dtype, precision_reason=device.precision_reason, bf16_speedup=device.bf16_speedup,
         device=device.label, attention=attention.label, learning_rate=learning_rate,
+        memory=fit.plan.to_dict() if fit.plan is not None else None, bf16_storage=fit.bf16_storage,
         context_length=context_length, total_steps=plan.total_steps, steps_per_epoch=plan.steps_per_epoch,
         warmup_steps=plan.warmup_steps, rows_per_step=plan.rows_per_step, tokens_per_step=plan.tokens_per_step,
         row_tokens=train.capacity, micro_batch_tokens=micro_batch_tokens, batch_tokens=batch_tokens,
@@ -294,6 +308,12 @@ def evaluate(
             EventType.EVAL_GENERATIONS, f"{len(generations)} generation(s) at {saved.name}",
             checkpoint=saved.name, step=saved.step, generations=generations,
         )
+
+
+def _weights_folder(spec: RunSpec, folder: Path) -> Path:
+    """The folder whose weights the run loads (a full checkpoint's, or the base's): what memory is planned for."""
+    custom = Path(spec.custom_weights_path) if spec.custom_weights_path else None
+    return custom if custom is not None and not adapters.is_adapter_checkpoint(custom) else folder
 
 
 def describe_training(adapter: dict | None, trainable: int, parameters: int) -> str:
