@@ -27,6 +27,7 @@ SCRIPTS = [
     ("vs_trl", "tunedeck vs TRL SFTTrainer"),
     ("hardware", "FLOP/s vs fp32 matmul peak"),
     ("memory", "peak memory vs floor"),
+    ("scale", "0.5B-7B Llama, full and LoRA, vs bare loops"),
 ]
 
 
@@ -57,7 +58,27 @@ def headlines(name: str, f: dict) -> list[list[str]]:
     if name == "memory":
         return [[f"peak RSS, {r['model']}", f"{r['peak_mib']:,.0f} MiB (floor {r['floor_mib']:,.0f} + runtime {r['runtime_mib']:,.0f})", ""]
                 for r in f["runs"]]
+    if name == "scale":
+        return scale_headlines(f)
     return []
+
+
+def scale_headlines(f: dict) -> list[list[str]]:
+    rows = [[f"largest size trained, {'full fine-tuning' if mode == 'full' else 'LoRA'}", v["largest"] or "none",
+             "1B" if mode == "full" else "7B"] for mode, v in f["largest"].items()]
+    for r in f["runs"]:
+        t, b = r["tunedeck"], r.get("bare") or {}
+        if t.get("status") == "completed" and b.get("status") == "completed" and t.get("tok_s") and t.get("peak_steps_mib"):
+            target = ">= 0.95x / <= 1.1x" if (r["size"], r["mode"]) == ("7B", "lora") else ""
+            rows.append([f"{r['size']} {r['mode']}: tok/s / peak RSS vs bare loop ({t['peak_steps_mib'] / 1024:.1f} GiB)",
+                         f"{t['tok_s'] / b['tok_s']:.2f}x / {t['peak_steps_mib'] / b['peak_mib']:.2f}x", target])
+    smol = f.get("smollm2") or {}
+    for key, what, target in (("lora_vs_full_peak", "LoRA / full peak RSS", "<= 0.5x"), ("lora_vs_full_tok_s", "LoRA / full tok/s", ">= 1.3x"),
+                              ("auto_vs_fp32_tok_s", "default precision / fp32 tok/s", ">= 1.7x")):
+        v = smol.get(key)
+        if v is not None and v == v:
+            rows.append([f"{smol['model']}: {what}", f"{v:.2f}x", target])
+    return rows
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ import pytest
 from tests.helpers import ISOLATED_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPTS = ["client_service", "packing", "overhead", "vs_trl", "hardware", "memory"]
+SCRIPTS = ["client_service", "packing", "overhead", "vs_trl", "hardware", "memory", "scale"]
 
 pytestmark = pytest.mark.bench_smoke
 
@@ -28,7 +28,7 @@ def test_benchmark_runs_quick(name, tmp_path):
     env["TUNEDECK_BENCH_CACHE"] = str(tmp_path / "cache")
     figures = tmp_path / "figures.json"
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), "--quick", "--json", str(figures)],
-                          capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+                          capture_output=True, text=True, timeout=600 if name == "scale" else 300, env=env, cwd=tmp_path)
     assert done.returncode == 0, f"{name}.py --quick failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     assert run_all().headlines(name, json.loads(figures.read_text()))  # run_all's summary can read them
 

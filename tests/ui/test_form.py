@@ -274,7 +274,7 @@ def test_lora_reaches_the_preview_and_start_sends_it(make_form, fake):
     run = form.submit()
     assert run is not None
     sent = fake.created[-1]
-    assert sent["adapter"] == {"type": "lora", "rank": 32, "alpha": None, "dropout": 0.05,
+    assert sent["adapter"] == {"type": "lora", "rank": 32, "alpha": None, "dropout": 0.0,
                                "target_modules": "attention", "quantize_base": None}
     assert run_preview(form.preview.code, fake) == sent  # pasted, the preview does what Start did
     assert "adapter=fm.LoRA(rank=32" in form._repr_mimebundle_()["text/plain"]  # and the snapshot shows it

@@ -103,11 +103,13 @@ class LoRA:
     way and 0/4 with attention only), "attention" = the attention projections only (q, k, v, o in
     Llama-style models: fewer adapter weights, a little faster).
     quantize_base: None, or "4bit" to hold the frozen base in 4-bit NF4 (QLoRA; CUDA + bitsandbytes only).
+    dropout: 0 by default: a dropout above 0 makes PEFT keep a copy of every adapted layer's input
+    (measured on SmolLM2 at 1,024-token steps: +0.6 GiB and -25% tok/s for dropout 0.05).
     """
 
     rank: int = 16
     alpha: float | None = None
-    dropout: float = 0.05
+    dropout: float = 0.0
     target_modules: tuple[str, ...] | str | None = None
     quantize_base: str | None = None
 
@@ -128,7 +130,7 @@ class LoRA:
         return cls(
             rank=d.get("rank", 16),
             alpha=d.get("alpha"),
-            dropout=d.get("dropout", 0.05),
+            dropout=d.get("dropout", 0.0),
             target_modules=tuple(modules) if isinstance(modules, (list, tuple)) else modules,
             quantize_base=d.get("quantize_base"),
         )

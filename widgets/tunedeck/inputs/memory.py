@@ -89,7 +89,7 @@ SAFETY = 0.90
 # The smallest micro-batch a plan tries (a micro-batch is never smaller than one row anyway).
 MIN_MICRO_BATCH_TOKENS = 256
 # What "adapter='lora'" means (types.LoRA's defaults), for the suggestions of a shortfall.
-DEFAULT_LORA = {"type": "lora", "rank": 16, "alpha": 32.0, "dropout": 0.05, "target_modules": None, "quantize_base": None}
+DEFAULT_LORA = {"type": "lora", "rank": 16, "alpha": 32.0, "dropout": 0.0, "target_modules": None, "quantize_base": None}
 
 ATTENTION_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP_NAMES = ("gate_proj", "up_proj", "down_proj")
@@ -219,14 +219,7 @@ class ModelShape:
         h, ad, kvd, i = self.hidden_size, self.heads * self.head_dim, self.kv_heads * self.head_dim, self.intermediate_size
         sizes = {"q_proj": h + ad, "k_proj": h + kvd, "v_proj": h + kvd, "o_proj": ad + h,
                  "gate_proj": h + i, "up_proj": h + i, "down_proj": i + h}
-        modules = adapter.get("target_modules")
-        if modules is None:
-            names = list(ATTENTION_NAMES)
-        elif modules == "all-linear":
-            names = list(ATTENTION_NAMES + MLP_NAMES)
-        else:
-            names = list(modules)
-        per_layer = sum(sizes.get(name, h + i) for name in names)  # an unknown name: as big as an MLP matrix
+        per_layer = sum(sizes.get(name, h + i) for name in _lora_targets(adapter.get("target_modules")))  # unknown: MLP-sized
         return r * per_layer * self.layers
 
 
@@ -283,13 +276,20 @@ def gib(n: float) -> str:
 
 
 def _mode(adapter: dict | None) -> str:
-    """'full', 'lora' (adapters on attention projections only) or 'lora-all' (on MLP layers too, the default)."""
+    """'full', 'lora' (adapters on attention projections only) or 'lora-all' (on MLP layers too)."""
     if not adapter:
         return "full"
-    modules = adapter.get("target_modules")  # None: every linear layer (params.parse_adapter)
-    if modules == "attention" or (isinstance(modules, (list, tuple)) and set(modules) <= set(ATTENTION_NAMES)):
-        return "lora"
-    return "lora-all"
+    return "lora" if set(_lora_targets(adapter.get("target_modules"))) <= set(ATTENTION_NAMES) else "lora-all"
+
+
+def _lora_targets(modules: Any) -> list[str]:
+    """params.parse_adapter's target_modules: None = every linear layer but the head, "attention" = the
+    attention projections, or a list of layer names."""
+    if modules is None or modules == "all-linear":
+        return list(ATTENTION_NAMES + MLP_NAMES)
+    if modules == "attention":
+        return list(ATTENTION_NAMES)
+    return [modules] if isinstance(modules, str) else list(modules)
 
 
 def estimate(
@@ -313,7 +313,8 @@ def estimate(
     tokens, and the packing mask is B x L x L with L <= row_tokens); loss_tokens: positions with a loss
     in a micro-batch (default: all of them). adapter: None (full fine-tuning) or parse_adapter's dict.
     weight_bytes: bytes per stored weight; default 4 for full fine-tuning (float32 master weights) and
-    for LoRA 2 under autocast (bf16 base) else 4. chunked_loss: default, whether loss.py chunks this
+    for LoRA 2 under autocast (bf16 base) else 4; under LoRA it applies to the layers' matrices
+    (2 with frozen_base.store_in_bf16: bf16 matrices computed in float32). chunked_loss: default, whether loss.py chunks this
     model type. dense_mask: packed rows carry a (B, 1, L, L) mask (sdpa/eager; not flash varlen).
     """
     h, layers, vocab = shape.hidden_size, shape.layers, shape.vocab_size
@@ -337,10 +338,13 @@ def estimate(
     else:
         trainable = shape.lora_parameters(adapter)
         matrices = shape.weight_matrices
-        if quantized:  # NF4: half a byte per weight + double-quantized scales; embeddings/head stay 16-bit
-            base = matrices * 0.5 * 1.04 + (shape.parameters - matrices) * 2
+        # the layers' matrices in weight_bytes; embeddings and norms in the loading dtype (bf16 under
+        # autocast, else float32: frozen_base.py keeps them float32 when only the matrices are bf16)
+        rest = (shape.parameters - matrices) * (2 if autocast else 4)
+        if quantized:  # NF4: half a byte per weight + double-quantized scales
+            base = matrices * 0.5 * 1.04 + rest
         else:
-            base = shape.parameters * weight_bytes
+            base = matrices * weight_bytes + rest
         parts["weights"] = int(base + 4 * trainable)
         parts["gradients"] = int(4 * trainable)
         parts["optimizer"] = int(8 * trainable)
