@@ -68,7 +68,8 @@ def test_lora_parameters_match_peft():
     from transformers import LlamaConfig, LlamaForCausalLM
 
     kwargs = CONFIGS["llama-gqa-untied"][1]
-    for modules, adapter_modules in ((["q_proj", "k_proj", "v_proj", "o_proj"], None), ("all-linear", "all-linear"),
+    # tunedeck's target_modules: None = every linear layer but the head, "attention" = q/k/v/o, or names
+    for modules, adapter_modules in ((["q_proj", "k_proj", "v_proj", "o_proj"], "attention"), ("all-linear", None),
                                      (["q_proj", "v_proj"], ["q_proj", "v_proj"])):
         with torch.device("meta"):
             model = get_peft_model(LlamaForCausalLM(LlamaConfig(**kwargs)), LoraConfig(r=8, target_modules=modules))
