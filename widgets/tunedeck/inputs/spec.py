@@ -48,6 +48,11 @@ class RunSpec:
     batch_tokens: int | None = None  # tokens per optimizer step; None = the trainer's default
     precision: str = "auto"  # auto | fp32 | bf16 (config.precision)
     adapter: dict[str, Any] | None = None  # params.parse_adapter(...): LoRA settings; None = full fine-tuning
+    # Exact resume of this same run: a folder with trainer_state.pt (a checkpoint of it, or RUN_DIR/resume).
+    # Unlike custom_weights_path (weights only, a new run) it restores optimizer, schedule, RNG and step.
+    resume_from: str | None = None
+    resume_every_seconds: float | None = 600.0  # a resume snapshot between checkpoints; None or 0 = none
+    resume_mlflow_run_id: str | None = None  # go on logging into this MLflow run (one run's metrics in one place)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
