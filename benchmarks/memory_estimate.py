@@ -3,7 +3,7 @@
 What is measured, and how: each case runs in a fresh interpreter that first imports what the worker
 imports (torch, transformers, PEFT, MLflow, tunedeck's trainer), builds a random model of the given
 shape in the run's dtype (as from_pretrained would load it: no float32 detour for a bf16 base), attaches
-LoRA with tunedeck's own ``adapters.attach_lora`` (rank 16, dropout 0.05, attention projections) or
+LoRA with tunedeck's own ``adapters.attach_lora`` (its defaults: rank 16, no dropout, every linear layer) or
 not, turns on activation checkpointing when asked, then resets the kernel's high-water mark
 (``/proc/self/clear_refs``) and trains as the recipe does: packed rows collated with their
 block-diagonal mask, ``loss_sum`` (the chunked loss), bf16 autocast or not, AdamW, two optimizer steps
@@ -34,6 +34,9 @@ SHAPES = {
     # SmolLM2-135M and -360M, Qwen2.5-0.5B: their real shapes, random weights
     "small": dict(model_type="llama", vocab_size=32000, hidden_size=512, intermediate_size=1376, num_hidden_layers=12,
                   num_attention_heads=8, num_key_value_heads=4, tie_word_embeddings=False),
+    # MLP tensors of 2,048 tokens x 8,192 x 4 bytes = 64 MiB: above glibc's mmap threshold, as in 7B models
+    "wide": dict(model_type="llama", vocab_size=8192, hidden_size=1024, intermediate_size=8192, num_hidden_layers=4,
+                 num_attention_heads=8, num_key_value_heads=2, tie_word_embeddings=True),
     "smol135": dict(model_type="llama", vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
                     num_attention_heads=9, num_key_value_heads=3, tie_word_embeddings=True),
     "smol360": dict(model_type="llama", vocab_size=49152, hidden_size=960, intermediate_size=2560, num_hidden_layers=32,
@@ -46,6 +49,7 @@ SHAPES = {
 CASES = {
     "tiny-full": ("tiny", "full", False, 1024, 256, 4, False),
     "tiny-lora": ("tiny", "lora", False, 1024, 256, 4, False),
+    "tiny-full-ckpt": ("tiny", "full", False, 1024, 256, 4, True),
     "smol135-full": ("smol135", "full", False, 1024, 256, 4, False),
     "smol135-full-512": ("smol135", "full", False, 512, 256, 4, False),
     "smol135-full-ckpt": ("smol135", "full", False, 1024, 256, 4, True),
@@ -54,15 +58,20 @@ CASES = {
     "smol360-full-ckpt": ("smol360", "full", False, 1024, 256, 4, True),
     "smol360-lora": ("smol360", "lora", False, 1024, 256, 4, False),
     "qwen05-lora": ("qwen05", "lora", False, 1024, 256, 4, False),
+    "qwen05-lora-512": ("qwen05", "lora", False, 512, 256, 2, False),
+    "wide-lora-2048": ("wide", "lora", False, 1024, 2048, 1, False),
+    "wide-lora-2048-ckpt": ("wide", "lora", False, 1024, 2048, 1, True),
+    "wide-lora-512": ("wide", "lora", False, 512, 256, 2, False),
     # bf16 is emulated on CPUs without bf16 units (~12x slower than float32 here): a smaller model
     "small-full": ("small", "full", False, 512, 256, 2, False),
     "small-full-bf16": ("small", "full", True, 512, 256, 2, False),
+    "small-full-ckpt": ("small", "full", False, 512, 256, 2, True),
     "small-lora": ("small", "lora", False, 512, 256, 2, False),
     "small-lora-bf16": ("small", "lora", True, 512, 256, 2, False),
-    "qwen05-lora-ckpt": ("qwen05", "lora", False, 1024, 1024, 2, True),
+    "qwen05-lora-ckpt": ("qwen05", "lora", False, 512, 512, 2, True),
 }
 QUICK = ["tiny-full", "tiny-lora"]
-ADAPTER = {"type": "lora", "rank": 16, "alpha": 32.0, "dropout": 0.05, "target_modules": None, "quantize_base": None}
+ADAPTER = {"type": "lora", "rank": 16, "alpha": 32.0, "dropout": 0.0, "target_modules": None, "quantize_base": None}  # tunedeck's default
 
 
 def status_kib(key: str) -> int:

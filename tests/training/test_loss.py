@@ -103,6 +103,25 @@ def test_chunked_loss_when_the_head_itself_has_an_adapter(small_chunks):
     assert any("lm_head.lora" in name for name in grads(model))
 
 
+def test_chunked_loss_under_bf16_autocast_matches_the_model_head(small_chunks):
+    model = tiny_llama()
+    batch = packed_batch(model.config.vocab_size)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = reference_loss(model, batch)
+    expected.backward()
+    want = grads(model)
+    model.zero_grad(set_to_none=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, _ = loss_sum(model, batch)
+    got.backward()
+    have = grads(model)
+    assert torch.allclose(got, expected, rtol=2e-2)
+    assert all(have[name].dtype == torch.float32 for name in have)  # float32 weights get float32 gradients
+    for name in ("lm_head.weight", "model.embed_tokens.weight", "model.layers.0.mlp.down_proj.weight"):
+        cosine = F.cosine_similarity(have[name].flatten(), want[name].flatten(), dim=0)
+        assert cosine > 0.99, f"gradient of {name} differs under autocast (cosine {float(cosine):.4f})"
+
+
 def test_without_gradients_the_chunks_are_not_checkpointed(small_chunks):
     model = tiny_llama()
     batch = packed_batch(model.config.vocab_size)
@@ -133,6 +152,19 @@ def test_a_model_without_a_loss_position_gives_zero():
     assert count == 0 and float(got.detach()) == 0.0
 
 
+class Wrapped(torch.nn.Module):
+    """A head that is not a plain nn.Linear (as PEFT's LoRA layer is not): takes the checkpointed path."""
+
+    def __init__(self, linear: torch.nn.Linear):
+        super().__init__()
+        self.linear = linear
+        self.weight = linear.weight
+        self.out_features = linear.out_features
+
+    def forward(self, x):
+        return self.linear(x)
+
+
 class LiveTensors(TorchDispatchMode):
     """Bytes held by tensors that ops create (forward and backward), freed when their storage dies: peak."""
 
@@ -160,16 +192,21 @@ class LiveTensors(TorchDispatchMode):
         return out
 
 
-def test_chunked_loss_holds_one_chunk_of_logits_at_a_time():
+@pytest.mark.parametrize("adapted_head", [False, True], ids=["linear-head", "adapted-head"])
+def test_chunked_loss_holds_one_chunk_of_logits_at_a_time(adapted_head):
+    """A plain head computes each chunk's gradients in the forward; any other head (e.g. with a LoRA
+    adapter) is checkpointed per chunk and recomputed in backward: both hold a chunk at a time."""
     torch.manual_seed(0)
     positions, hidden_size, vocab, chunk = 1024, 64, 8192, 64
     head = torch.nn.Linear(hidden_size, vocab, bias=False)
     hidden = torch.randn(positions, hidden_size, requires_grad=True)
     targets = torch.randint(0, vocab, (positions,))
     logits_bytes = positions * vocab * 4
+    if adapted_head:
+        head = Wrapped(head)
 
-    with LiveTensors() as whole:
-        full = projected_loss(head, hidden, targets, chunk=positions)
+    with LiveTensors() as whole:  # what the old loss did: every position's logits at once
+        full = loss_module._chunk_loss(head, hidden, targets)
         full.backward()
     full_grads = (hidden.grad.clone(), head.weight.grad.clone())
     hidden.grad = head.weight.grad = None

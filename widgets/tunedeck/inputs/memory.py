@@ -22,17 +22,23 @@ What the estimate counts (peak resident memory of the process, CPU; GPU memory o
                  the hidden, attention, key/value and MLP widths measured for each training mode
                  (``ACTIVATION_BYTES``), plus the packing mask (B x L x L) and the backward's own
                  temporaries (about one layer); with activation checkpointing only each layer's
-                 input is kept and one layer at a time is recomputed
+                 input is kept and one layer at a time is recomputed. On CPU, plus what glibc's
+                 malloc keeps of the backward's freed temporaries (``RETAINED_BYTES``: tensors under
+                 32 MiB come from its heaps, which do not give memory back mid-step)
     logits       the loss: one chunk of (positions x vocabulary) logits with its log-softmax and
                  gradients (``training/loss.py`` never materializes more), or all of them for
                  architectures it cannot chunk
-    runtime      the worker's interpreter, torch, transformers, MLflow: measured here
+    runtime      the worker's interpreter, torch, transformers, PEFT, MLflow, and the first step's
+                 one-off set-up: measured here
     The optimizer step's temporaries (two copies of the largest trainable tensor for CPU AdamW) replace
     activations + logits when larger: they never coexist.
 
 The constants come from measurements on this machine (``benchmarks/memory_estimate.py``: peak RSS of
 real training loops, random Llama/Qwen2 models of 3M-500M parameters, full and LoRA, fp32 and bf16,
-with and without checkpointing) and err on the high side: never more than ~10% under a measured peak.
+with and without checkpointing, rows on both sides of glibc's mmap threshold) and err on the high
+side: from 1% under to 20% over the measured peaks of 21 cases (up to 22% over for 3M-parameter
+models, where the runtime dominates). Measured on glibc's default malloc; CUDA's figures are not
+measured (no GPU here): saved bytes x 1.25, + 10%.
 """
 
 from __future__ import annotations
@@ -78,10 +84,35 @@ ACTIVATION_BYTES: dict[tuple[str, bool], tuple[float, float, float, float]] = {
     ("lora-all", False): (43.0, 16.5, 8.0, 20.0),
     ("lora-all", True): (32.5, 10.5, 4.0, 12.0),
 }
-# Resident memory per byte of saved activations: backward temporaries, allocator slack (fitted to RSS).
-ACTIVATION_OVERHEAD = 1.25
-# The worker's own footprint before any model: interpreter, torch, transformers, PEFT, MLflow, tunedeck.
-RUNTIME_BYTES = {"cpu": 900 * MIB, "cuda": 1024 * MIB}
+# The same without LoRA dropout (tunedeck's default): the adapters read the layers' inputs as they are,
+# so no dropped-out copies (and their masks) are kept.
+ACTIVATION_BYTES_NO_DROPOUT: dict[tuple[str, bool], tuple[float, float, float, float]] = {
+    ("lora", False): (13.0, 8.5, 8.0, 12.0),
+    ("lora", True): (14.5, 6.5, 4.0, 6.0),
+    ("lora-all", False): (17.0, 8.5, 8.0, 16.0),
+    ("lora-all", True): (18.5, 6.5, 4.0, 8.0),
+}
+# What the process holds at the peak, beyond the bytes autograd saves, on CPU: glibc's malloc serves
+# allocations below its largest mmap threshold (32 MiB) from heaps that keep much of what the backward
+# frees (each layer's gradient temporaries, mostly intermediate-sized). Measured here as bytes per token,
+# per layer, per unit of intermediate_size, by (mode, bf16 autocast): 9-13 for full fine-tuning, 46-59
+# under LoRA (its frozen layers' backward makes more temporaries); with checkpointing 11 and 23.
+# Tensors of 32 MiB and more are mapped and unmapped whole: past that size little is kept, so a longer
+# row can need less than a shorter one (glibc's cliff; measured on both sides of it).
+# (glibc.malloc.mmap_threshold=131072 in GLIBC_TUNABLES would map every tensor and drop this part, at
+# +20% CPU time here for the page faults.)
+SAVED_RSS = 1.15  # resident bytes per saved byte (allocation granularity, the backward's own temporaries)
+RETAINED_BYTES: dict[tuple[str, bool], float] = {
+    ("full", False): 16.0, ("full", True): 32.0, ("lora", False): 64.0, ("lora", True): 32.0,
+}
+RETAINED_BYTES_CHECKPOINTED = {"full": 14.0, "lora": 26.0}  # float32; half under bf16 autocast
+RETAINED_BYTES_MAPPED = 6.0  # measured 4 (LoRA, 2,048 x 8,192 float32 MLP tensors: 64 MiB each)
+GLIBC_MMAP_THRESHOLD_MAX = 32 * MIB
+# On CUDA the caching allocator reuses freed blocks: saved bytes plus its fragmentation.
+CUDA_ACTIVATION_RSS = 1.25
+# The worker's own footprint before any model: interpreter, torch, transformers, PEFT, MLflow, tunedeck
+# (~470 MiB imported), plus what the first training step sets up once (~140 MiB).
+RUNTIME_BYTES = {"cpu": 600 * MIB, "cuda": 1024 * MIB}
 # On CUDA the caching allocator's fragmentation comes on top of what tensors hold.
 CUDA_FRAGMENTATION = 1.10
 # A plan fits when its estimate is at most this share of the memory available.
@@ -356,24 +387,37 @@ def estimate(
             copies = copies // max(1, layers)
         parts["weight copies"] = int(2 * copies)
 
-    # activations
-    ch, ca, ck, ci = ACTIVATION_BYTES[(mode, bool(autocast))]
-    per_layer = tokens * (ch * h + ca * ad + ck * kvd + ci * inter)
-    residual = tokens * h * 4
-    if checkpointing:
-        saved = layers * residual + per_layer  # every layer's input + the one layer being recomputed
+    # activations: bytes saved for backward (per token of one layer: ACTIVATION_BYTES), and on CPU what
+    # glibc's heaps keep of the backward's temporaries (RETAINED_BYTES)
+    table = ACTIVATION_BYTES_NO_DROPOUT if adapter and not adapter.get("dropout") else ACTIVATION_BYTES
+    ch, ca, ck, ci = table[(mode, bool(autocast))]
+    layer = ch * h + ca * ad + ck * kvd + ci * inter
+    residual = 4 * h  # a layer's input: all that checkpointing keeps of it
+    kept = (residual if checkpointing else layer) * layers + 3 * residual  # + embeddings, final norm
+    kept += (2 if checkpointing else 1) * layer  # the backward's own temporaries (+ the layer recomputed)
+    if device == "cuda":
+        resident = tokens * kept * CUDA_ACTIVATION_RSS
     else:
-        saved = layers * per_layer
-    saved += per_layer  # the backward's own temporaries: about one layer's worth
-    saved += 3 * residual  # embeddings output, final norm
+        resident = tokens * kept * SAVED_RSS
+        # the heaps keep the backward's temporaries while the big ones (tokens x intermediate) are under
+        # 32 MiB; above, those are mapped and unmapped whole and little is kept (RETAINED_BYTES_MAPPED)
+        element = 2 if autocast else 4
+        if tokens * inter * element < GLIBC_MMAP_THRESHOLD_MAX:
+            key = ("full" if not adapter else "lora", bool(autocast))
+            retained = RETAINED_BYTES_CHECKPOINTED[key[0]] * element / 4 if checkpointing else RETAINED_BYTES[key]
+        else:
+            retained = RETAINED_BYTES_MAPPED
+        resident += layers * tokens * inter * retained
     mask = tokens * min(row, tokens) * (2 if autocast and device == "cuda" else 4) if dense_mask else 0
-    parts["activations"] = int(saved * ACTIVATION_OVERHEAD + mask)
+    parts["activations"] = int(resident + mask)
 
     # the loss
     chunked = shape.model_type in CHUNKED_LOSS_MODEL_TYPES if chunked_loss is None else chunked_loss
     if chunked:
         chunk = min(positions, loss_chunk_rows(vocab))
-        logits = 4 * chunk * vocab * 4 + 2 * positions * h * 4
+        # a chunk's logits and softmax, the hidden states and their gradient; a trainable head's
+        # gradient is computed in the forward and held until backward hands it on
+        logits = 4 * chunk * vocab * 4 + 2 * positions * h * 4 + (vocab * h * 4 if not adapter else 0)
     else:
         logits = 4 * positions * vocab * 4 + (positions * vocab * 2 if autocast else 0)
     parts["logits"] = int(logits)

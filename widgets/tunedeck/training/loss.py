@@ -5,17 +5,20 @@ step, so a step's loss is the mean over its tokens however they are split into m
 (packed and unpacked batches give the same gradient).
 
 Only the positions that carry a loss go through the vocabulary projection, and they go through it in
-chunks of ``chunk_rows(vocab)`` positions (about 32 MB of float32 logits each): each chunk's
-projection + cross-entropy runs under ``torch.utils.checkpoint``, so its logits are freed as soon as
-its loss is known and recomputed, one chunk at a time, in backward. The logits of a micro-batch of
-1,024 loss tokens with a 152k vocabulary would otherwise take ~0.6 GB for the logits alone and about
-three times that with the log-softmax and its gradient; chunked they stay one chunk (the recompute
-costs one extra head matmul per chunk). On CUDA, Liger's fused linear cross-entropy does the same in
-a Triton kernel when ``liger_kernel`` is installed.
+chunks of ``chunk_rows(vocab)`` positions (about 32 MB of float32 logits each). The logits of a
+micro-batch of 1,024 loss positions with a 152k vocabulary take 0.6 GB, and about three times that
+with the log-softmax and the gradients; chunked, only one chunk's ever exists:
+
+* a plain linear head (almost every model): each chunk's loss *and* gradients (softmax - one-hot, for
+  the hidden states, the weight and the bias) are computed while its logits exist, in the forward;
+  backward only scales them. Nothing is projected twice, so it costs no more compute than before.
+* any other head (e.g. one with a LoRA adapter): each chunk's projection + cross-entropy runs under
+  ``torch.utils.checkpoint`` and is recomputed, one chunk at a time, in backward.
+* on CUDA with ``liger_kernel`` installed: Liger's fused linear cross-entropy (a Triton kernel).
 
 The chunked path needs the decoder's hidden states and a plain output head (``logits = lm_head(h)``),
-which holds for the architectures in ``PLAIN_HEAD``; others (final logit soft-capping, logit scaling,
-no decoder) take the model's own forward with transformers' ``logits_to_keep`` mask, as before.
+which holds for the architectures in ``CHUNKED_LOSS_MODEL_TYPES``; others (final logit soft-capping,
+logit scaling, no decoder) take the model's own forward with transformers' ``logits_to_keep`` mask.
 """
 
 from __future__ import annotations
@@ -27,16 +30,13 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from tunedeck.inputs.memory import loss_chunk_rows
+from tunedeck.inputs.memory import CHUNKED_LOSS_MODEL_TYPES, loss_chunk_rows
 from tunedeck.training.packing import Batch
 from tunedeck.training.tokenize import IGNORE
 
 # Model types whose causal-LM forward is exactly ``lm_head(decoder(...).last_hidden_state)`` (checked in
 # transformers' modeling files): no soft-capping, no logit scaling. Gemma 2/3, Cohere, Granite are not.
-PLAIN_HEAD = frozenset({
-    "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "phi", "phi3", "gemma",
-    "smollm3", "olmo", "olmo2", "starcoder2", "stablelm",
-})
+PLAIN_HEAD = CHUNKED_LOSS_MODEL_TYPES
 
 
 def loss_sum(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
@@ -83,11 +83,14 @@ def decoder_and_head(model: Any) -> tuple[torch.nn.Module, torch.nn.Module] | No
 
 def projected_loss(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
     """sum(cross_entropy(head(hidden), targets)), never holding more than ``chunk`` rows of logits."""
-    if hidden.is_cuda and type(head) is torch.nn.Linear and _liger_loss() is not None:
+    plain = type(head) is torch.nn.Linear
+    if hidden.is_cuda and plain and _liger_loss() is not None:
         out = _liger_loss()(head.weight, hidden, targets, head.bias)
         return out[0] if isinstance(out, tuple) else out
     vocab = getattr(head, "out_features", None) or head.weight.shape[0]
-    rows = chunk or loss_chunk_rows(int(vocab))
+    rows = max(1, int(chunk or loss_chunk_rows(int(vocab))))
+    if plain:  # the common case: gradients computed chunk by chunk in the forward, nothing recomputed
+        return _LinearCrossEntropy.apply(hidden, head.weight, head.bias, targets, rows)
     n = hidden.shape[0]
     if n <= rows:  # one chunk: nothing to save by recomputing
         return _chunk_loss(head, hidden, targets)
@@ -95,12 +98,59 @@ def projected_loss(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.T
     total = None
     for start in range(0, n, rows):
         h, t = hidden[start : start + rows], targets[start : start + rows]
-        if recompute:
+        if recompute:  # e.g. a head with a LoRA adapter: each chunk's logits recomputed in backward
             part = checkpoint(_chunk_loss, head, h, t, use_reentrant=False, preserve_rng_state=False)
         else:
             part = _chunk_loss(head, h, t)
         total = part if total is None else total + part
     return total
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """sum(cross_entropy(hidden @ weight.T + bias, targets)) for a plain linear head, ``rows`` at a time.
+
+    Each chunk's logits give its loss and, while they exist, its gradients (softmax - one-hot) for the
+    hidden states, the weight and the bias; the logits are then dropped. Backward only scales the
+    stored gradients: no chunk is projected twice (checkpointing would, at +1/3 of the head's cost).
+    Under autocast the projections run in the autocast dtype, as the model's own head would; the
+    weight's gradient is accumulated in float32 over the chunks.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, targets, rows):  # noqa: ANN001 - autograd's signature
+        want_h, want_w, want_b = ctx.needs_input_grad[:3]
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        grad_h = torch.empty_like(hidden) if want_h else None
+        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if want_w else None
+        grad_b = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) if want_b and bias is not None else None
+        for start in range(0, hidden.shape[0], rows):
+            h, t = hidden[start : start + rows], targets[start : start + rows]
+            projected = F.linear(h, weight, bias)  # in the autocast dtype under autocast, as the model's head
+            logits = projected.float()
+            lse = torch.logsumexp(logits, dim=-1)
+            total += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
+            if grad_h is None and grad_w is None and grad_b is None:
+                continue
+            probs = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
+            probs[torch.arange(len(t), device=t.device), t] -= 1.0  # d loss / d logits
+            g = probs.to(projected.dtype)
+            del projected, logits
+            if grad_h is not None:
+                grad_h[start : start + rows] = g @ weight  # autocast casts as the model's backward would
+            if grad_w is not None:
+                grad_w += g.t() @ h
+            if grad_b is not None:
+                grad_b += probs.sum(0)
+        ctx.save_for_backward(*(x for x in (grad_h, grad_w, grad_b) if x is not None))
+        ctx.which = (grad_h is not None, grad_w is not None, grad_b is not None)
+        ctx.dtypes = (hidden.dtype, weight.dtype, None if bias is None else bias.dtype)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_output):  # noqa: ANN001
+        saved = iter(ctx.saved_tensors)
+        grads = [(next(saved) * grad_output).to(dtype) if present else None for present, dtype in zip(ctx.which, ctx.dtypes)]
+        return (*grads, None, None)
 
 
 def _chunk_loss(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
