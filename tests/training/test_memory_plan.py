@@ -93,7 +93,7 @@ def test_long_rows_switch_activation_checkpointing_on(tmp_path, monkeypatch):
     from tunedeck.inputs import memory
     from tunedeck.training.memory_plan import fit_run
 
-    monkeypatch.setattr(memory, "available_memory", lambda: 20 << 30)
+    monkeypatch.setattr(memory, "available_memory", lambda: 24 << 30)
     monkeypatch.setattr(memory, "resident_memory", lambda: 0)
     short = fit_run(_llama_7b_folder(tmp_path), adapter=parse_adapter("lora"), autocast=True, context_length=256,
                     row_tokens=256, device=torch.device("cpu"), micro_batch_tokens=256, dense_mask=True)

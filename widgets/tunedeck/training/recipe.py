@@ -116,7 +116,8 @@ def run(spec: RunSpec, reporter: Reporter, stop: StopSignal | None = None) -> Re
     # --- memory: decided before any weight is loaded ---------------------------------------------
     fit = fit_run(
         _weights_folder(spec, folder), adapter=spec.adapter or (memory.checkpoint_adapter(spec.custom_weights_path) if spec.custom_weights_path else None),
-        autocast=device.autocast_dtype is not None, context_length=context_length, row_tokens=train.capacity,
+        autocast=device.autocast_dtype is not None, context_length=context_length,
+        row_tokens=max([train.capacity, *train.lengths]),  # a long example trains alone: the largest micro-batch
         device=device.device, micro_batch_tokens=MICRO_BATCH_TOKENS[kind],
         dense_mask=choose_attention(device.device.type, device.compute_dtype).packed_mask == "dense",
     )
@@ -124,7 +125,7 @@ def run(spec: RunSpec, reporter: Reporter, stop: StopSignal | None = None) -> Re
     # --- model, optimizer, schedule --------------------------------------------------------------
     model = load_model(folder, spec, device, bf16_storage=fit.bf16_storage)
     if fit.plan is not None and fit.plan.activation_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     model.train()
     adapter = adapters.adapter_settings(model) if adapters.is_peft(model) else None
     if adapter is not None:
