@@ -1,15 +1,18 @@
-"""The ``tunedeck`` command line: serve, demo, and a few read-outs of the API."""
+"""The ``tunedeck`` command line: serve, stop, demo, and a few read-outs of the API."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tunedeck", description="Fine-tune language models locally, Model Training API style.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="run the training service (for a shared server; notebooks start one on their own)", add_help=False)
+    stop = sub.add_parser("stop", help="stop the service of the state dir (it starts again on the next API call)")
+    stop.add_argument("--home", type=Path, default=None, help="state dir (default: $TUNEDECK_HOME or ~/.tunedeck)")
     demo = sub.add_parser("demo", help="fine-tune the demo model on a small example dataset, end to end")
     demo.add_argument("--model", default=None, help="model to fine-tune (default: SmolLM2-135M-Instruct if installed, else a tiny model)")
     demo.add_argument("--duration", default=None, help="training_duration (default chosen for the model)")
@@ -36,7 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     from tunedeck.errors import TunedeckError
 
     try:
-        if args.command == "demo":
+        if args.command == "stop":
+            from tunedeck import config
+            from tunedeck.client.launcher import stop_local_service
+
+            print(stop_local_service((args.home or config.home()).expanduser()))
+        elif args.command == "demo":
             from tunedeck.demo import run_demo
 
             return run_demo(model=args.model, duration=args.duration, adapter=args.adapter)

@@ -3,9 +3,11 @@
     TunedeckError
     ├── InvalidInputError        bad create() parameters or data; lists every Problem found
     ├── RunNotFoundError         no run with that name
-    ├── ServiceError             the service answered with an error
+    ├── ServiceError             the service answered with an error, or an answer that is not the
+    │   │                        service's (a proxy's HTML page), or the HTTP exchange itself failed
     │   └── AuthenticationError  missing or wrong token (HTTP 401)
     └── ServiceUnavailableError  no service could be reached or started
+        └── ServiceTimeoutError  the service did not answer (or accept the connection) in time
 
 InvalidInputError is also a ValueError, so code written against the reference client that catches
 ValueError keeps working.
@@ -22,6 +24,7 @@ __all__ = [
     "Problem",
     "RunNotFoundError",
     "ServiceError",
+    "ServiceTimeoutError",
     "ServiceUnavailableError",
     "TunedeckError",
 ]
@@ -76,4 +79,18 @@ class AuthenticationError(ServiceError):
 
 
 class ServiceUnavailableError(TunedeckError):
-    pass
+    """No service answers at the client's URL (refused, reset, unreachable), or none could be started."""
+
+
+class ServiceTimeoutError(ServiceUnavailableError):
+    """The service did not answer a request (or accept its connection) within the request's timeout.
+
+    Such a request is never retried: the service may have received it and may still be carrying it
+    out (a create() that timed out can still make the run; look with fm.list() before trying again).
+    """
+
+    def __init__(self, message: str, url: str | None = None, path: str | None = None, timeout: float | None = None):
+        super().__init__(message)
+        self.url = url
+        self.path = path
+        self.timeout = timeout

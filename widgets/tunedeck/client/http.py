@@ -1,12 +1,25 @@
-"""A thin typed client for the service's REST API (requests, bearer token, timeouts on every call)."""
+"""A thin typed client for the service's REST API (requests, bearer token, timeouts on every call).
+
+Every failure reaches the caller as a TunedeckError (errors.py), never as a requests or JSON error:
+refused or broken connections as ServiceUnavailableError, timeouts as ServiceTimeoutError, any other
+HTTP-level failure and answers that are not the service's JSON (a proxy's HTML 502) as ServiceError.
+
+A client given ``reconnect`` (the embedded service of a state dir, see get_client) survives the service
+restarting under it: the first request that finds it gone calls ``reconnect`` once for the service's
+new url and token (found in service.json, or started), and is sent again when that is safe.
+"""
 
 from __future__ import annotations
 
+import http.client
 import os
+import sys
 import threading
-from typing import Any
+from typing import Any, Callable
+from urllib.parse import urlsplit
 
 import requests
+from urllib3.exceptions import NewConnectionError
 
 from tunedeck.errors import (
     AuthenticationError,
@@ -14,48 +27,141 @@ from tunedeck.errors import (
     Problem,
     RunNotFoundError,
     ServiceError,
+    ServiceTimeoutError,
     ServiceUnavailableError,
 )
 from tunedeck.types import Checkpoint, ModelInfo, TrainingEvent, TrainingRun
 
 DEFAULT_TIMEOUT = 30.0
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})  # sending these twice changes nothing
+BODY_EXCERPT = 200  # characters of a non-JSON answer quoted in the error
+
+Reconnect = Callable[[], "tuple[str, str]"]
 
 
 class ServiceClient:
-    def __init__(self, url: str, token: str, timeout: float = DEFAULT_TIMEOUT):
+    """The service's REST API as methods.
+
+    ``reconnect``: called when the service stops answering (connection refused, reset or closed), to
+    find it again or start it; returns its (url, token). The failed request is then sent once more to
+    that url if that is safe: a GET always, any other request only when its connection was refused,
+    so the old service received nothing. A request that timed out is never sent again. A note on
+    stderr says when the url changed. Without ``reconnect`` (a service named by TUNEDECK_URL, which the
+    client cannot start) the ServiceUnavailableError says the service is not answering, then ``hint``.
+    """
+
+    def __init__(self, url: str, token: str, timeout: float = DEFAULT_TIMEOUT, *,
+                 reconnect: Reconnect | None = None, hint: str | None = None):
         self.url = url.rstrip("/")
         self.timeout = timeout
+        self._reconnect = reconnect
+        self._hint = hint
+        self._reconnect_lock = threading.Lock()
         self._session = requests.Session()
         self._session.headers["Authorization"] = f"Bearer {token}"
 
     # -- plumbing ---------------------------------------------------------------------------------
-    def _request(self, method: str, path: str, *, timeout: float | None = None, **kwargs: Any) -> Any:
+    def _request(self, method: str, path: str, *, timeout: float | None = None, key: str | None = None, **kwargs: Any) -> Any:
+        """The answer's JSON object (None for an empty answer), or its ``key`` member."""
+        timeout = timeout or self.timeout
+        url = self.url
         try:
-            resp = self._session.request(method, self.url + path, timeout=timeout or self.timeout, **kwargs)
+            resp = self._send(method, url, path, timeout, **kwargs)
+        except _Unreachable as gone:
+            if self._reconnect is None:
+                raise ServiceUnavailableError(
+                    f"the tunedeck service at {url} is not answering ({gone.reason})" + (f"; {self._hint}" if self._hint else "")
+                ) from None
+            if method not in SAFE_METHODS and not gone.before_sending:
+                raise ServiceUnavailableError(
+                    f"the connection to the tunedeck service at {url} broke during {method} {path} ({gone.reason}); "
+                    "the service may have received the request, so it was not sent again: look (fm.list(), "
+                    "fm.get()) before repeating it"
+                ) from None
+            self._rediscover(url)
+            try:
+                resp = self._send(method, self.url, path, timeout, **kwargs)
+            except _Unreachable as again:
+                where = f"the one it found at {self.url}" if self.url != url else "after looking for it again"
+                raise ServiceUnavailableError(
+                    f"the tunedeck service at {url} stopped answering, and so did {where} ({again.reason})"
+                ) from None
+        body = self._answer(method, path, resp)
+        if key is None:
+            return body
+        if not isinstance(body, dict) or key not in body:
+            raise ServiceError(f"{method} {path}: the answer from {self.url} has no {key!r}; is it a tunedeck service?", resp.status_code)
+        return body[key]
+
+    def _send(self, method: str, url: str, path: str, timeout: float, **kwargs: Any) -> requests.Response:
+        try:
+            return self._session.request(method, url + path, timeout=timeout, **kwargs)
+        except requests.exceptions.SSLError as exc:
+            raise ServiceUnavailableError(f"TLS with the tunedeck service at {url} failed: {exc}") from None
+        except requests.Timeout as exc:  # ReadTimeout and ConnectTimeout: never sent again
+            if isinstance(exc, requests.ConnectTimeout):
+                what = f"accept a connection for {method} {path} within {timeout:g} s"
+            else:
+                what = f"answer {method} {path} within {timeout:g} s"
+            after = (" (it may be busy or stuck)" if method in SAFE_METHODS else
+                     "; it may still be carrying the request out, so it was not sent again: look (fm.list(), "
+                     "fm.get()) before repeating it")
+            raise ServiceTimeoutError(f"the tunedeck service at {url} did not {what}{after}", url, path, timeout) from None
         except requests.ConnectionError as exc:
-            raise ServiceUnavailableError(f"cannot reach the tunedeck service at {self.url}: {exc}") from None
-        if resp.status_code == 401:
+            raise _Unreachable(exc) from None
+        except requests.RequestException as exc:  # TooManyRedirects, ChunkedEncodingError, InvalidURL, ...
+            raise ServiceError(f"{method} {path} to the tunedeck service at {url} failed: {type(exc).__name__}: {exc}") from None
+
+    def _rediscover(self, failed_url: str) -> None:
+        """Ask ``reconnect`` where the service is now; once, however many threads found it gone."""
+        with self._reconnect_lock:
+            if self.url != failed_url:  # another thread has already reconnected
+                return
+            url, token = self._reconnect()  # type: ignore[misc]
+            self._session.headers["Authorization"] = f"Bearer {token}"
+            url = url.rstrip("/")
+            if url != self.url:
+                self.url = url
+                print(f"tunedeck: the service at {failed_url} stopped; reconnected to {url}", file=sys.stderr, flush=True)
+
+    def _answer(self, method: str, path: str, resp: requests.Response) -> Any:
+        status = resp.status_code
+        if status == 401:
             raise AuthenticationError("the tunedeck service refused the token (HTTP 401)", 401)
-        if resp.status_code == 404 and path.startswith("/api/runs/"):
-            raise RunNotFoundError(_detail(resp))
-        if resp.status_code == 422:
-            body = resp.json().get("detail")
-            if isinstance(body, dict) and "problems" in body:
-                raise InvalidInputError([Problem.from_dict(p) for p in body["problems"]])
-            raise ServiceError(f"invalid request: {body}", 422)
-        if resp.status_code >= 400:
-            raise ServiceError(f"{method} {path} failed ({resp.status_code}): {_detail(resp)}", resp.status_code)
-        if resp.status_code == 204 or not resp.content:
+        if status == 204 or not resp.content:
+            if status >= 400:
+                raise ServiceError(f"{method} {path} failed (HTTP {status}, no detail)", status)
             return None
-        return resp.json()
+        try:
+            body = resp.json()
+        except ValueError:  # a proxy's or another server's page, not the service's JSON
+            kind = resp.headers.get("content-type", "no content type")
+            excerpt = " ".join(resp.text[:BODY_EXCERPT].split())
+            raise ServiceError(
+                f"{method} {path}: the answer from {self.url} (HTTP {status}, {kind}) is not the tunedeck "
+                f"service's JSON: {excerpt!r}", status
+            ) from None
+        if status == 404 and path.startswith("/api/runs/"):
+            raise RunNotFoundError(_detail(body))
+        if status == 422:
+            detail = body.get("detail") if isinstance(body, dict) else body
+            if isinstance(detail, dict) and "problems" in detail:
+                raise InvalidInputError([Problem.from_dict(p) for p in detail["problems"]])
+            raise ServiceError(f"invalid request: {detail}", 422)
+        if status >= 400:
+            raise ServiceError(f"{method} {path} failed ({status}): {_detail(body)}", status)
+        if not isinstance(body, dict):  # every endpoint answers an object
+            raise ServiceError(f"{method} {path}: the answer from {self.url} is not the tunedeck service's JSON: "
+                               f"{resp.text[:BODY_EXCERPT]!r}", status)
+        return body
 
     # -- runs -------------------------------------------------------------------------------------
     def create_run(self, params: dict[str, Any]) -> TrainingRun:
         return TrainingRun.from_dict(self._request("POST", "/api/runs", json=params, timeout=120))
 
     def validate(self, params: dict[str, Any]) -> list[Problem]:
-        body = self._request("POST", "/api/validate", json=params, timeout=120)
-        return [Problem.from_dict(p) for p in body["problems"]]
+        problems = self._request("POST", "/api/validate", json=params, timeout=120, key="problems")
+        return [Problem.from_dict(p) for p in problems]
 
     def get_run(self, name: str) -> TrainingRun:
         return TrainingRun.from_dict(self._request("GET", f"/api/runs/{name}"))
@@ -66,7 +172,7 @@ class ServiceClient:
             params["limit"] = limit
         if statuses:
             params["status"] = statuses
-        return [TrainingRun.from_dict(r) for r in self._request("GET", "/api/runs", params=params)["runs"]]
+        return [TrainingRun.from_dict(r) for r in self._request("GET", "/api/runs", params=params, key="runs")]
 
     def cancel_run(self, name: str) -> TrainingRun:
         return TrainingRun.from_dict(self._request("POST", f"/api/runs/{name}/cancel"))
@@ -78,18 +184,18 @@ class ServiceClient:
         params: dict[str, Any] = {"after": after}
         if limit:
             params["limit"] = limit
-        body = self._request("GET", f"/api/runs/{name}/events", params=params)
-        return [TrainingEvent.from_dict(e) for e in body["events"]]
+        events = self._request("GET", f"/api/runs/{name}/events", params=params, key="events")
+        return [TrainingEvent.from_dict(e) for e in events]
 
     def metrics(self, name: str, after: int = 0) -> list[dict[str, Any]]:
         """Metric points with id > after: [{"id", "step", "name", "value", "time"}]."""
-        return self._request("GET", f"/api/runs/{name}/metrics", params={"after": after})["metrics"]
+        return self._request("GET", f"/api/runs/{name}/metrics", params={"after": after}, key="metrics")
 
     def checkpoints(self, name: str) -> list[Checkpoint]:
-        return [Checkpoint.from_dict(c) for c in self._request("GET", f"/api/runs/{name}/checkpoints")["checkpoints"]]
+        return [Checkpoint.from_dict(c) for c in self._request("GET", f"/api/runs/{name}/checkpoints", key="checkpoints")]
 
     def models(self) -> list[ModelInfo]:
-        return [ModelInfo.from_dict(m) for m in self._request("GET", "/api/models")["models"]]
+        return [ModelInfo.from_dict(m) for m in self._request("GET", "/api/models", key="models")]
 
     def data_check(self, params: dict[str, Any]) -> dict[str, Any]:
         return self._request("POST", "/api/data-check", json=params, timeout=300)
@@ -98,12 +204,40 @@ class ServiceClient:
         return self._request("GET", "/api/health", timeout=5)
 
 
-def _detail(resp: requests.Response) -> str:
-    try:
-        detail = resp.json().get("detail")
-    except ValueError:
-        return resp.text[:500]
+def _detail(body: Any) -> str:
+    detail = body.get("detail", body) if isinstance(body, dict) else body
     return detail if isinstance(detail, str) else str(detail)
+
+
+class _Unreachable(Exception):
+    """A requests.ConnectionError: nobody answers at the url (refused, reset, closed mid-answer)."""
+
+    def __init__(self, exc: requests.ConnectionError):
+        super().__init__(str(exc))
+        self.exc = exc
+
+    @property
+    def before_sending(self) -> bool:
+        """The connection itself could not be made (refused, unreachable): the request was never sent."""
+        inner = self.exc.args[0] if self.exc.args else None
+        return isinstance(getattr(inner, "reason", None), NewConnectionError)
+
+    @property
+    def reason(self) -> str:
+        """The socket-level cause in a few words ("Connection refused"), not urllib3's paragraph."""
+        todo: list[BaseException] = [self.exc]
+        seen: set[int] = set()
+        while todo:
+            e = todo.pop(0)
+            if id(e) in seen:
+                continue
+            seen.add(id(e))
+            if isinstance(e, OSError) and not isinstance(e, requests.RequestException):
+                if isinstance(e, http.client.RemoteDisconnected):
+                    return "the connection closed without an answer"
+                return e.strerror or str(e) or type(e).__name__
+            todo += [x for x in (*e.args, getattr(e, "reason", None), e.__cause__, e.__context__) if isinstance(x, BaseException)]
+        return str(self.exc)
 
 
 _client: ServiceClient | None = None
@@ -112,7 +246,12 @@ _lock = threading.Lock()
 
 
 def get_client() -> ServiceClient:
-    """The client for TUNEDECK_URL, or for the embedded service of TUNEDECK_HOME (started on first use)."""
+    """The client for TUNEDECK_URL, or for the embedded service of TUNEDECK_HOME (started on first use).
+
+    The embedded service's client follows it when it restarts (a crash, ``tunedeck stop`` and a new
+    start): it finds it again through service.json, or starts it, as the first call did. A service
+    named by TUNEDECK_URL cannot be started from here, so its client says how to start it.
+    """
     global _client, _client_key
     from tunedeck import config
 
@@ -123,11 +262,25 @@ def get_client() -> ServiceClient:
         if key[0]:
             if not key[1]:
                 raise ServiceUnavailableError("TUNEDECK_URL is set but TUNEDECK_TOKEN is not")
-            _client = ServiceClient(key[0], key[1])
+            _client = ServiceClient(key[0], key[1], hint=_start_hint(key[0]))
         else:
             from tunedeck.client.launcher import ensure_local_service
 
-            url, token = ensure_local_service(config.home())
-            _client = ServiceClient(url, token)
+            home = config.home()
+            url, token = ensure_local_service(home)
+            _client = ServiceClient(url, token, reconnect=lambda: ensure_local_service(home))
         _client_key = key
         return _client
+
+
+def _start_hint(url: str) -> str:
+    """How to get a service answering at the url TUNEDECK_URL names."""
+    parts = urlsplit(url)
+    try:
+        port = f" --port {parts.port}" if parts.port else ""
+    except ValueError:  # not a number: requests will have said so already
+        port = ""
+    local = parts.hostname in ("127.0.0.1", "localhost", "::1")
+    where = "" if local else f" on {parts.hostname} (with --host 0.0.0.0)"
+    return (f"start it with `tunedeck serve{port}`{where} (tunedeck does not start a service that TUNEDECK_URL names), "
+            "or unset TUNEDECK_URL and TUNEDECK_TOKEN to let tunedeck start its own")
