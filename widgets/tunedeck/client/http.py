@@ -82,10 +82,11 @@ class ServiceClient:
             try:
                 resp = self._send(method, self.url, path, timeout, **kwargs)
             except _Unreachable as again:
-                where = f"the one it found at {self.url}" if self.url != url else "after looking for it again"
-                raise ServiceUnavailableError(
-                    f"the tunedeck service at {url} stopped answering, and so did {where} ({again.reason})"
-                ) from None
+                if self.url != url:
+                    story = f"stopped answering, and so did the one found at {self.url}"
+                else:
+                    story = "is not answering, even after looking for it again"
+                raise ServiceUnavailableError(f"the tunedeck service at {url} {story} ({again.reason})") from None
         body = self._answer(method, path, resp)
         if key is None:
             return body
@@ -99,11 +100,9 @@ class ServiceClient:
         except requests.exceptions.SSLError as exc:
             raise ServiceUnavailableError(f"TLS with the tunedeck service at {url} failed: {exc}") from None
         except requests.Timeout as exc:  # ReadTimeout and ConnectTimeout: never sent again
-            if isinstance(exc, requests.ConnectTimeout):
-                what = f"accept a connection for {method} {path} within {timeout:g} s"
-            else:
-                what = f"answer {method} {path} within {timeout:g} s"
-            after = (" (it may be busy or stuck)" if method in SAFE_METHODS else
+            sent = not isinstance(exc, requests.ConnectTimeout)
+            what = f"{'answer' if sent else 'accept a connection for'} {method} {path} within {timeout:g} s"
+            after = (" (it may be busy or stuck)" if method in SAFE_METHODS or not sent else
                      "; it may still be carrying the request out, so it was not sent again: look (fm.list(), "
                      "fm.get()) before repeating it")
             raise ServiceTimeoutError(f"the tunedeck service at {url} did not {what}{after}", url, path, timeout) from None
