@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import builtins
 import getpass
+import os
 import sys
 import time
 from typing import Iterator, Sequence, Union
@@ -70,10 +71,10 @@ def create(
     the details. The registered model has the adapter merged in either way.
     """
     params = _params(
-        model, train_data_path, register_to,
-        task_type=task_type, eval_data_path=eval_data_path,
-        eval_prompts=builtins.list(eval_prompts) if eval_prompts is not None and not isinstance(eval_prompts, str) else eval_prompts,
-        custom_weights_path=custom_weights_path, training_duration=training_duration,
+        _model_path(model), _data_path(train_data_path), register_to,
+        task_type=task_type, eval_data_path=_data_path(eval_data_path),
+        eval_prompts=builtins.list(eval_prompts) if isinstance(eval_prompts, (builtins.list, tuple)) else eval_prompts,
+        custom_weights_path=_weights_path(custom_weights_path), training_duration=training_duration,
         learning_rate=learning_rate, context_length=context_length, experiment_path=experiment_path,
         data_prep_cluster_id=data_prep_cluster_id,
         adapter=_adapter(adapter),
@@ -91,7 +92,43 @@ def check_inputs(model: str, train_data_path: str, register_to: str, **optional)
     """The problems create() would report for these parameters, without creating a run."""
     if "adapter" in optional:
         optional["adapter"] = _adapter(optional["adapter"])
-    return get_client().validate(_params(model, train_data_path, register_to, **optional))
+    if "eval_data_path" in optional:
+        optional["eval_data_path"] = _data_path(optional["eval_data_path"])
+    if "custom_weights_path" in optional:
+        optional["custom_weights_path"] = _weights_path(optional["custom_weights_path"])
+    return get_client().validate(_params(_model_path(model), _data_path(train_data_path), register_to, **optional))
+
+
+# The service resolves paths on its own, in its own working directory, and refuses relative local
+# paths; so a relative path is made absolute here, against the caller's working directory.
+def _is_local_relative(path) -> bool:
+    return isinstance(path, str) and bool(path.strip()) and not path.strip().startswith(("/", "dbfs:", "file:"))
+
+
+def _absolute(path: str) -> str:
+    return os.path.abspath(os.path.expanduser(path.strip()))
+
+
+def _data_path(path):
+    """A relative data path -> absolute, unless it is a Hugging Face dataset id or a table name not found here."""
+    from tunedeck.inputs.paths import is_dataset_id
+
+    if not _is_local_relative(path):
+        return path
+    if os.path.exists(os.path.expanduser(path.strip())) or not is_dataset_id(path):
+        return _absolute(path)
+    return path
+
+
+def _model_path(model):
+    """A relative model folder that exists here -> absolute; anything else is a model name."""
+    if _is_local_relative(model) and os.path.isfile(os.path.join(os.path.expanduser(model.strip()), "config.json")):
+        return _absolute(model)
+    return model
+
+
+def _weights_path(path):
+    return _absolute(path) if _is_local_relative(path) else path
 
 
 def get(run: RunRef) -> TrainingRun:

