@@ -10,14 +10,25 @@
     export      final HF folder, MLflow artifacts, registry       -> TRAIN_FINISHED, MODEL_REGISTERED
     cleanup     close the MLflow run with the outcome
 
+Resume: every checkpoint, and a snapshot in RUN_DIR/resume every ``resume_every_seconds``, holds the
+trainer state (checkpoint.py); ``resume_from`` continues the same run from one (-> TRAIN_RESUMED),
+bit for bit on CPU: same weights, optimizer and schedule state, RNG, and the same rows for each step.
+
+Stop: a stop request (SIGTERM) is honoured between micro-batches, in eval and generation, before
+export and before registration; a checkpoint being written is finished first. A stopped run never
+registers a model and its MLflow run ends KILLED.
+
 Optimizer: AdamW, betas (0.9, 0.95), no weight decay, gradient clipping at norm 1.0; LR warms up
 linearly over 2% of the steps (at least one) and decays linearly towards 0 (see plan.lr_multiplier).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
 import time
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +40,21 @@ from tunedeck.inputs.params import check_task_type, default_learning_rate, descr
 from tunedeck.inputs.spec import RunSpec
 from tunedeck.training import adapters
 from tunedeck.training.attention import choose_attention, plan_of_model
-from tunedeck.training.checkpoint import SavedCheckpoint, export_merged, export_model, save_checkpoint
+from tunedeck.training.checkpoint import (
+    TRAINER_STATE,
+    SavedCheckpoint,
+    capture_rng,
+    check_same_run,
+    export_merged,
+    export_model,
+    forget_resume_points_after,
+    load_trainer_state,
+    restore_rng,
+    resume_info,
+    save_checkpoint,
+    save_resume_snapshot,
+    saved_checkpoints,
+)
 from tunedeck.training.data import Split, make_split, tokenize_source
 from tunedeck.training.evaluate import eval_loss, generate
 from tunedeck.training.failures import StopRequested, StopSignal, TrainingFailure
@@ -113,6 +138,16 @@ def run(spec: RunSpec, reporter: Reporter, stop: StopSignal | None = None) -> Re
         train=summary, eval=evals.summary() if evals else None,
     )
 
+    # --- plan, and the resume point it must match ------------------------------------------------
+    batch_tokens = int(spec.batch_tokens or DEFAULT_BATCH_TOKENS[kind])
+    first_rows = train.rows(0)
+    plan = make_plan(duration, len(first_rows), train.data.tokens, batch_tokens)
+    fingerprint = run_fingerprint(plan, train)
+    resume = Path(spec.resume_from) if spec.resume_from else None
+    resumed: dict[str, Any] = {}
+    if resume is not None:
+        resumed = check_resume_point(spec, resume, fingerprint)  # before any weight is loaded
+
     # --- memory: decided before any weight is loaded ---------------------------------------------
     fit = fit_run(
         _weights_folder(spec, folder), adapter=spec.adapter or (memory.checkpoint_adapter(spec.custom_weights_path) if spec.custom_weights_path else None),
@@ -123,7 +158,8 @@ def run(spec: RunSpec, reporter: Reporter, stop: StopSignal | None = None) -> Re
     )
 
     # --- model, optimizer, schedule --------------------------------------------------------------
-    model = load_model(folder, spec, device, bf16_storage=fit.bf16_storage)
+    weights = dataclasses.replace(spec, custom_weights_path=str(resume)) if resume else spec
+    model = load_model(folder, weights, device, bf16_storage=fit.bf16_storage)
     if fit.plan is not None and fit.plan.activation_checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     model.train()
@@ -135,13 +171,23 @@ def run(spec: RunSpec, reporter: Reporter, stop: StopSignal | None = None) -> Re
     parameters = count_parameters(model)
     trainable = count_parameters(model, trainable_only=True)
     learning_rate = float(spec.learning_rate or default_learning_rate(parameters, adapter))
-    batch_tokens = int(spec.batch_tokens or DEFAULT_BATCH_TOKENS[kind])
-    first_rows = train.rows(0)
-    plan = make_plan(duration, len(first_rows), train.data.tokens, batch_tokens)
+    fingerprint["learning_rate"] = learning_rate
+    if resume is not None:
+        check_same_run(resumed.get("fingerprint") or {}, {"learning_rate": learning_rate}, resume)
     micro_batch_tokens = fit.plan.micro_batch_tokens if fit.plan is not None else MICRO_BATCH_TOKENS[kind]
     optimizer = make_optimizer(adapters.trainable_parameters(model), learning_rate, BETAS, 0.0, device.device.type)
     attention = plan_of_model(model)  # how packed rows keep their examples apart
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, plan.lr_multiplier)
+    state: dict[str, Any] | None = None
+    if resume is not None:
+        state = load_trainer_state(resume)
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+        except (KeyError, ValueError, RuntimeError) as error:
+            raise TrainingFailure(
+                f"resume_from: the optimizer state in {resume} does not fit this model's trainable parameters ({error})"
+            ) from None
     dtype = device.dtype_label
     reporter.event(
         EventType.MODEL_INITIALIZED,
@@ -178,18 +224,42 @@ def run(spec: RunSpec, reporter: Reporter, stop: StopSignal | None = None) -> Re
             "adapter": describe_adapter(adapter), "trainable_parameters": trainable,
         },
         tags={"tunedeck.run": spec.name, **({"mlflow.user": spec.created_by} if spec.created_by else {})},
+        run_id=spec.resume_mlflow_run_id,
     )
     reporter.run(mlflow_experiment_id=tracker.experiment_id, mlflow_run_id=tracker.run_id)
 
     try:
         with stop.safe_points():
             # --- train ---------------------------------------------------------------------------
-            progress = Progress(plan.total_steps, len(plan.checkpoint_steps))
-            checkpoints: list[SavedCheckpoint] = []
-            losses: list[float] = []
-            epoch, rows = 0, first_rows
+            done = int(state["step"]) if state is not None else 0  # steps already trained (resume)
+            progress = Progress(plan.total_steps, len([s for s in plan.checkpoint_steps if s > done]))
+            checkpoints: list[SavedCheckpoint] = saved_checkpoints(run_dir, done) if state is not None else []
+            losses: list[float] = [float(x) for x in state["losses"]] if state is not None else []
+            epoch = plan.epoch_of(done + 1)
+            rows = first_rows if epoch == 0 else train.rows(epoch)
             eval_rows = evals.rows() if evals else []
-            for step in range(1, plan.total_steps + 1):
+            extra = {"adapter": adapter} if adapter else None
+
+            def trainer_state(step: int) -> dict[str, Any]:
+                return {
+                    "format": 1, "step": step, "epoch": plan.epoch_of(step),
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "rng": capture_rng(device.device.type), "losses": list(losses),
+                    "fingerprint": fingerprint, "mlflow_run_id": tracker.run_id,
+                }
+
+            if state is not None:
+                forget_resume_points_after(run_dir, done)  # an older point was chosen: later ones are abandoned
+                restore_rng(state["rng"])
+                name = resume.name if resume.parent.name == "checkpoints" else "the resume snapshot"
+                reporter.event(
+                    EventType.TRAIN_RESUMED, f"resumed from {name} at step {done:,} of {plan.total_steps:,}",
+                    step=done, total_steps=plan.total_steps, resume_from=str(resume), mlflow_run_id=tracker.run_id,
+                )
+                reporter.run(progress=progress.percent(done))
+            every = float(spec.resume_every_seconds or 0)
+            last_resume_point = time.monotonic()
+            for step in range(done + 1, plan.total_steps + 1):
                 if plan.epoch_of(step) != epoch:
                     epoch = plan.epoch_of(step)
                     rows = train.rows(epoch)
@@ -211,20 +281,26 @@ def run(spec: RunSpec, reporter: Reporter, stop: StopSignal | None = None) -> Re
 
                 # --- checkpoint ------------------------------------------------------------------
                 if step in plan.checkpoint_steps:
-                    stop.check()  # a stop request never writes a new checkpoint
+                    stop.check()  # a stop request never starts a new checkpoint (one under way is finished)
                     started = time.monotonic()
                     saved = save_checkpoint(
-                        model, tokenizer, run_dir, plan.completed_epochs(step), step, step,
-                        extra={"adapter": adapter} if adapter else None,
+                        model, tokenizer, run_dir, plan.completed_epochs(step), step, step, extra=extra,
+                        state=trainer_state(step),
                     )
+                    last_resume_point = time.monotonic()
                     checkpoints.append(saved)
                     reporter.event(
                         EventType.CHECKPOINT_SAVED, f"checkpoint {saved.name} saved",
                         checkpoint=saved.name, path=str(saved.path), epoch=saved.epoch, batch=saved.batch,
                     )
+                    stop.check()
                     evaluate(model, tokenizer, spec, task, evals, eval_rows, pad_id, device, kind, saved, reporter, tracker,
-                             attention.packed_mask)
+                             attention.packed_mask, stop)
                     progress.checkpoint_done(time.monotonic() - started)
+                elif every > 0 and time.monotonic() - last_resume_point >= every and not stop.requested:
+                    folder_saved = save_resume_snapshot(model, run_dir, trainer_state(step), extra)
+                    last_resume_point = time.monotonic()
+                    log.debug("resume snapshot at step %d in %s", step, folder_saved)
             tracker.flush()
             reporter.event(
                 EventType.TRAIN_FINISHED,
@@ -239,7 +315,9 @@ def run(spec: RunSpec, reporter: Reporter, stop: StopSignal | None = None) -> Re
                 model_dir = export_merged(adapters.merge(model), tokenizer, checkpoints[-1].path, run_dir)
             else:
                 model_dir = export_model(checkpoints[-1].path, run_dir)
+            stop.check()
             source = tracker.log_model_folder(model_dir)
+            stop.check()  # a stopped run never registers a model
             version = tracker.register(spec.register_to, source)
             reporter.run(registered_model_name=spec.register_to, registered_model_version=version, progress=100.0)
             reporter.event(
@@ -291,11 +369,11 @@ def train_step(
 def evaluate(
     model: Any, tokenizer: Any, spec: RunSpec, task: str, evals: Split | None, eval_rows: list,
     pad_id: int, device: Device, kind: str, saved: SavedCheckpoint, reporter: Reporter, tracker: Tracker,
-    packed_mask: str = "dense",
+    packed_mask: str = "dense", stop: StopSignal | None = None,
 ) -> None:
     """Eval loss on the eval data and generations for eval_prompts, at a checkpoint."""
     if evals is not None:
-        loss = eval_loss(model, eval_rows, MICRO_BATCH_TOKENS[kind], pad_id, device, packed_mask)
+        loss = eval_loss(model, eval_rows, MICRO_BATCH_TOKENS[kind], pad_id, device, packed_mask, stop)
         reporter.metrics(saved.step, {"eval/loss": loss})
         tracker.log_metrics(saved.step, {"eval/loss": loss}, force=True)
         reporter.event(
@@ -303,12 +381,42 @@ def evaluate(
             step=saved.step, checkpoint=saved.name, eval_loss=loss,
         )
     if spec.eval_prompts:
-        generations = generate(model, tokenizer, spec.eval_prompts, task, device)
+        generations = generate(model, tokenizer, spec.eval_prompts, task, device, stop)
         tracker.log_generations(saved.name, saved.step, generations)
         reporter.event(
             EventType.EVAL_GENERATIONS, f"{len(generations)} generation(s) at {saved.name}",
             checkpoint=saved.name, step=saved.step, generations=generations,
         )
+
+
+def run_fingerprint(plan: Plan, train: Split) -> dict[str, Any]:
+    """What a resume needs unchanged: the plan, and the tokenized data whose seeded packing gives each step its rows."""
+    digest = hashlib.sha256()
+    for example in train.examples:
+        digest.update(array("q", example.input_ids).tobytes())
+        digest.update(array("q", example.labels).tobytes())
+    return {
+        "total_steps": plan.total_steps, "steps_per_epoch": plan.steps_per_epoch, "rows_per_step": plan.rows_per_step,
+        "tokens_per_epoch": plan.tokens_per_epoch, "packed_rows": plan.rows_per_epoch, "row_tokens": train.capacity,
+        "examples": len(train.examples), "data_sha256": digest.hexdigest()[:16],
+    }
+
+
+def check_resume_point(spec: RunSpec, resume: Path, fingerprint: dict[str, Any]) -> dict[str, Any]:
+    """resume_from's checkpoint.json / resume.json, once it is known to belong to a run like this one."""
+    info = resume_info(resume)
+    if info is None:
+        raise TrainingFailure(
+            f"resume_from: {resume} is not a resume point (no {TRAINER_STATE} beside a checkpoint.json or resume.json); "
+            "only the latest checkpoint or RUN_DIR/resume keeps one"
+        )
+    check_same_run(info.get("fingerprint") or {}, fingerprint, resume)
+    custom = spec.custom_weights_path
+    lora = spec.adapter is not None or bool(custom and adapters.is_adapter_checkpoint(custom))
+    if adapters.is_adapter_checkpoint(resume) != lora:
+        held, trains = ("a LoRA adapter", "all weights") if not lora else ("full weights", "a LoRA adapter")
+        raise TrainingFailure(f"resume_from: {resume} holds {held} but this run trains {trains}")
+    return info
 
 
 def _weights_folder(spec: RunSpec, folder: Path) -> Path:

@@ -72,16 +72,22 @@ class Tracker:
         run_name: str,
         params: dict[str, Any],
         tags: dict[str, str] | None = None,
+        run_id: str | None = None,
     ) -> "Tracker":
+        """A new MLflow run; or, with ``run_id`` (a resumed training run), that run reopened, so one
+        training run's metrics stay in one MLflow run. A run_id the store no longer has gets a new run."""
         from mlflow import MlflowClient
 
         quiet_mlflow_logs()
         with _store_setup_lock(tracking_uri):
             client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-            experiment_id = _experiment(client, experiment_path, artifact_root)
-            run = client.create_run(experiment_id, run_name=run_name, tags=tags or {})
-        tracker = cls(tracking_uri, experiment_id, run.info.run_id, run.info.artifact_uri)
-        tracker.log_params(params)
+            run = _reopen(client, run_id) if run_id else None
+            if run is None:
+                experiment_id = _experiment(client, experiment_path, artifact_root)
+                run = client.create_run(experiment_id, run_name=run_name, tags=tags or {})
+        tracker = cls(tracking_uri, run.info.experiment_id, run.info.run_id, run.info.artifact_uri)
+        # Params cannot change once logged: a reopened run only gets those it lacks.
+        tracker.log_params({k: v for k, v in params.items() if k not in run.data.params})
         quiet_mlflow_logs()  # the first database access may have reconfigured them
         return tracker
 
@@ -144,6 +150,18 @@ class Tracker:
             self.client.set_terminated(self.run_id, status=status)
         except Exception as error:  # noqa: BLE001
             log.warning("could not close the MLflow run: %s", error)
+
+
+def _reopen(client: Any, run_id: str) -> Any:
+    """The MLflow run ``run_id`` set RUNNING again (what mlflow.start_run(run_id=...) does), or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.update_run(run_id, status="RUNNING")
+        return client.get_run(run_id)
+    except MlflowException as error:
+        log.warning("MLflow run %s cannot be continued (%s); this resumed run logs to a new one", run_id, error)
+        return None
 
 
 def _experiment(client: Any, path: str, artifact_root: str) -> str:
