@@ -1,17 +1,41 @@
-"""The REST adapter: FastAPI routes over the service core, bearer token on every endpoint."""
+"""The REST adapter: FastAPI routes over the service core, bearer token on every endpoint.
+
+Every request error is a 4xx with a message, never a 500 or a hang: a body over 1 MiB is 413, JSON
+nested deeper than 64 levels is 422, query integers are bounded (``after`` <= 2**62), request
+validation errors list Problems naming the field, and anything unexpected is answered as a JSON 500
+(logged) by ``_CatchAll`` so the connection stays usable.
+"""
 
 
+import json
+import logging
+import re
 import secrets
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from tunedeck.errors import InvalidInputError, Problem, RunNotFoundError
-from tunedeck.inputs.validate import RunRequest
+from tunedeck.inputs.validate import RunRequest, request_problems
 from tunedeck.service.core import RunService
 from tunedeck.service.schemas import DataCheckRequest, EventsPublic, MetricsPublic, ProblemsPublic, RunCreate, RunsPublic
+from tunedeck.types import RunStatus
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 1024 * 1024
+MAX_JSON_DEPTH = 64
+MAX_ID = 2**62  # `after` cursors: above any sequence or id SQLite hands out, below its 2**63 limit
+MAX_PAGE = 100_000
+MAX_RUN_NAME = 256
+
+RunName = Annotated[str, PathParam(max_length=MAX_RUN_NAME)]
+After = Annotated[int, Query(ge=0, le=MAX_ID, description="only items after this sequence/id")]
+Limit = Annotated[int | None, Query(ge=1, le=MAX_PAGE)]
 
 
 def create_app(service: RunService, token: str, home: Path) -> FastAPI:
@@ -25,6 +49,7 @@ def create_app(service: RunService, token: str, home: Path) -> FastAPI:
         summary="A local fine-tuning service implementing the Model Training API",
         version="0.1.0",
     )
+    app.add_middleware(_BodyLimits)  # innermost: after the token check, before any route reads the body
 
     @app.middleware("http")
     async def require_token(request: Request, call_next):
@@ -48,48 +73,71 @@ def create_app(service: RunService, token: str, home: Path) -> FastAPI:
     def invalid_input(_: Request, exc: InvalidInputError) -> JSONResponse:
         return JSONResponse({"detail": {"message": str(exc), "problems": [p.to_dict() for p in exc.problems]}}, status_code=422)
 
+    @app.exception_handler(RequestValidationError)
+    def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        """FastAPI's own validation (types, bounds, unknown parameters) as Problems naming each field."""
+        problems: dict[str, Problem] = {}
+        for error in exc.errors()[:20]:  # a union type fails once per member: one Problem per field
+            problem = _validation_problem(error)
+            seen = problems.get(problem.field)
+            if seen is None:
+                problems[problem.field] = problem
+            elif problem.message not in seen.message:
+                problems[problem.field] = Problem(problem.field, f"{seen.message}; or {problem.message[:1].lower()}{problem.message[1:]}")
+        problems = list(problems.values())
+        return JSONResponse({"detail": {"message": str(InvalidInputError(problems)), "problems": [p.to_dict() for p in problems]}}, status_code=422)
+
+    app.add_middleware(_CatchAll)  # outermost: nothing unexpected escapes as a broken connection
+
     runs = APIRouter(prefix="/api/runs", tags=["runs"])
 
     @runs.post("", status_code=201)
     def create_run(body: RunCreate, svc: Service) -> dict[str, Any]:
-        """Create a training run; with validate_inputs every input is checked first."""
-        return svc.create(RunRequest(**body.model_dump())).to_dict()
+        """Create a training run; with validate_inputs every input is checked first (and without it,
+        still every parameter's type, length, name and path syntax)."""
+        req = RunRequest(**body.model_dump())
+        if not req.validate_inputs:
+            problems = request_problems(req)
+            if problems:
+                raise InvalidInputError(problems)
+        return svc.create(req).to_dict()
 
     @runs.get("")
-    def list_runs(svc: Service, limit: int | None = None, status: Annotated[list[str] | None, Query()] = None) -> RunsPublic:
+    def list_runs(svc: Service, limit: Limit = None, status: Annotated[list[RunStatus] | None, Query()] = None) -> RunsPublic:
         """List runs, newest first."""
-        return RunsPublic(runs=[r.to_dict() for r in svc.list(limit, status)])
+        statuses = sorted({s.value for s in status}) if status else None
+        return RunsPublic(runs=[r.to_dict() for r in svc.list(limit, statuses)])
 
     @runs.get("/{name}")
-    def get_run(name: str, svc: Service) -> dict[str, Any]:
+    def get_run(name: RunName, svc: Service) -> dict[str, Any]:
         """Get one run."""
         return svc.get(name).to_dict()
 
     @runs.post("/{name}/cancel")
-    def cancel_run(name: str, svc: Service) -> dict[str, Any]:
+    def cancel_run(name: RunName, svc: Service) -> dict[str, Any]:
         """Cancel a run: a waiting run stops at once, a training one within seconds."""
         return svc.cancel(name).to_dict()
 
     @runs.delete("/{name}", status_code=204)
-    def delete_run(name: str, svc: Service) -> Response:
+    def delete_run(name: RunName, svc: Service) -> Response:
         """Delete a run with its events, metrics and checkpoints (cancelling it first)."""
         svc.delete(name)
         return Response(status_code=204)
 
     @runs.get("/{name}/events")
-    def list_events(name: str, svc: Service, after: int = 0, limit: int | None = Query(None, ge=1)) -> EventsPublic:
+    def list_events(name: RunName, svc: Service, after: After = 0, limit: Limit = None) -> EventsPublic:
         """Events with sequence > after, oldest first."""
         events = svc.events(name, after, limit)
         return EventsPublic(events=[e.to_dict() for e in events], last_sequence=events[-1].sequence if events else after)
 
     @runs.get("/{name}/metrics")
-    def list_metrics(name: str, svc: Service, after: int = 0, limit: int | None = Query(None, ge=1)) -> MetricsPublic:
+    def list_metrics(name: RunName, svc: Service, after: After = 0, limit: Limit = None) -> MetricsPublic:
         """Metric points with id > after."""
         points = svc.metrics(name, after, limit)
         return MetricsPublic(metrics=points, last_id=points[-1]["id"] if points else after)
 
     @runs.get("/{name}/checkpoints")
-    def list_checkpoints(name: str, svc: Service) -> dict[str, Any]:
+    def list_checkpoints(name: RunName, svc: Service) -> dict[str, Any]:
         """Checkpoints of a run, usable as custom_weights_path."""
         return {"checkpoints": [c.to_dict() for c in svc.checkpoints(name)]}
 
@@ -120,4 +168,125 @@ def create_app(service: RunService, token: str, home: Path) -> FastAPI:
     return app
 
 
-__all__ = ["create_app", "Problem"]
+def _validation_problem(error: dict[str, Any]) -> Problem:
+    """One of FastAPI's validation errors as a Problem: the field it names and pydantic's message
+    (never the rejected input itself, which may be huge)."""
+    loc = [str(part) for part in error.get("loc", ()) if part not in ("body", "query", "path")]
+    field = loc[0] if loc else "request"
+    kind = error.get("type", "")
+    message = str(error.get("msg", "invalid value"))[:300]
+    if kind == "extra_forbidden":
+        message = "unknown parameter"
+    elif kind == "json_invalid":
+        field, message = "request", f"the body is not valid JSON ({str((error.get('ctx') or {}).get('error', ''))[:100]})"
+    elif kind == "missing":
+        message = "is required"
+    return Problem(field[:100], message)
+
+
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_BRACKET = re.compile(rb"[\[\]{}]")
+
+
+def json_depth(body: bytes, limit: int = MAX_JSON_DEPTH) -> int:
+    """How deeply the arrays/objects of a JSON text nest (strings skipped); stops counting past ``limit``."""
+    depth = deepest = 0
+    for match in _BRACKET.finditer(_STRING.sub(b'""', body)):
+        if match.group() in (b"[", b"{"):
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > limit:
+                    return deepest
+        else:
+            depth -= 1
+    return deepest
+
+
+async def _send_json(send, status: int, body: dict[str, Any]) -> None:
+    data = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
+    await send({"type": "http.response.body", "body": data})
+
+
+def _problem_body(field: str, message: str) -> dict[str, Any]:
+    problem = Problem(field, message)
+    return {"detail": {"message": str(InvalidInputError([problem])), "problems": [problem.to_dict()]}}
+
+
+class _BodyLimits:
+    """Refuses a request body over MAX_BODY_BYTES (413, without reading past the limit) and a JSON body
+    nested deeper than MAX_JSON_DEPTH (422) before any route parses it; a pure ASGI middleware, so the
+    body it read is handed on unchanged."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD", "OPTIONS", "DELETE"):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length", b"").strip()
+        too_big = _problem_body("request", f"the request body is larger than {MAX_BODY_BYTES:,} bytes")
+        if length.isdigit() and int(length) > MAX_BODY_BYTES:
+            await _send_json(send, 413, too_big)
+            return
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                await _send_json(send, 413, too_big)
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        if body and json_depth(body) > MAX_JSON_DEPTH:
+            await _send_json(send, 422, _problem_body("request", f"the JSON body is nested more than {MAX_JSON_DEPTH} levels deep"))
+            return
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+class _CatchAll:
+    """Any exception a route or middleware did not turn into a response becomes a logged JSON 500,
+    answered normally: the connection (keep-alive) stays usable for the next request."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watch(message):
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception as error:  # noqa: BLE001 - the point of this middleware
+            log.exception("unexpected error in %s %s", scope.get("method"), scope.get("path"))
+            if started:
+                return  # the response is under way: end it rather than break the connection
+            await _send_json(send, 500, {"detail": f"internal error ({type(error).__name__}): the service log has the details"})
+
+
+__all__ = ["create_app", "json_depth", "Problem"]

@@ -35,7 +35,7 @@ class DataCheckRequest(BaseModel):
     train_data_path: str
     task_type: str = "CHAT_COMPLETION"
     model: str | None = None
-    context_length: int | None = None
+    context_length: int | None = Field(None, ge=8, le=1_048_576)
 
 
 class RunsPublic(BaseModel):

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from tunedeck.errors import InvalidInputError
+from tunedeck.inputs.catalog import folder_problem
 from tunedeck.inputs.datasets import check_data, read_examples
 from tunedeck.inputs.params import check_task_type, default_context_length
 from tunedeck.inputs.spec import DataSource
@@ -55,7 +56,14 @@ def data_check(
 
     from tunedeck.training.tokenize import TokenizationError, tokenize_document_blocks, tokenize_examples
 
-    tokenizer, maximum = _tokenizer(Path(model_path), gguf_file, model_cache_dir)
+    why = folder_problem(Path(model_path))
+    if why:
+        return _model_failure(result, why, model_path)
+    try:
+        tokenizer, maximum = _tokenizer(Path(model_path), gguf_file, model_cache_dir)
+    except Exception as error:  # noqa: BLE001 - any folder can be named as the model: say why it cannot be read
+        detail = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+        return _model_failure(result, f"cannot load the tokenizer from {model_path} ({type(error).__name__}: {detail})", model_path)
     context = int(context_length or default_context_length(maximum))
     result["context_length"] = context
     result["rows"] = len(examples)
@@ -68,9 +76,14 @@ def data_check(
         else:
             untruncated = tokenize_examples(tokenizer, checked, task, 10**12)
             lengths = [len(e) for e in untruncated.examples]
-    except TokenizationError as error:
-        result.update(ok=False, message=str(error))
-        result["problems"] = [{"field": field, "message": str(error), "file": None, "line": None}]
+    except (TokenizationError, ValueError, TypeError, KeyError, IndexError) as error:  # a template that breaks on these rows
+        result.update(ok=False, message=str(error)[:500])
+        result["problems"] = [{"field": field, "message": str(error)[:500], "file": None, "line": None}]
+        return result
+    if not lengths:
+        message = "the data tokenizes to no tokens with this model's tokenizer"
+        result.update(ok=False, message=message)
+        result["problems"] = [{"field": field, "message": message, "file": None, "line": None}]
         return result
     too_long = sum(1 for n in lengths if n > context)
     result["too_long"] = too_long
@@ -95,6 +108,12 @@ def data_check(
     if len(checked) < len(examples):
         message += f" (tokens counted on the first {len(checked):,})"
     result["message"] = message
+    return result
+
+
+def _model_failure(result: dict[str, Any], message: str, model_path: str | Path) -> dict[str, Any]:
+    result.update(ok=False, message=f"model: {message}", rows=0, sample=None)
+    result["problems"] = [{"field": "model", "message": message, "file": str(model_path), "line": None}]
     return result
 
 

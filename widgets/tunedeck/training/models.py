@@ -231,15 +231,53 @@ def _from_pretrained(source: Path, field: str, dtype: torch.dtype, device: Devic
     if quantization is not None:
         extra = {"quantization_config": quantization, "device_map": {"": torch.cuda.current_device()}}
 
+    loading: dict[str, Any] = {}
+
     def attempt(implementation: str):
-        return AutoModelForCausalLM.from_pretrained(source, dtype=dtype, attn_implementation=implementation, **extra)
+        model, info = AutoModelForCausalLM.from_pretrained(
+            source, dtype=dtype, attn_implementation=implementation, output_loading_info=True, **extra
+        )
+        loading.clear()
+        loading.update(info or {})
+        return model
 
     try:
         model, _ = load_with_plan(attempt, device.device.type, device.compute_dtype,
                                   prefer=os.environ.get("TUNEDECK_ATTENTION") or None)
     except Exception as error:  # noqa: BLE001 - e.g. safetensors' SafetensorError for a corrupt file
         raise _load_failure(field, "model weights", source, error) from error
+    check_loaded_weights(model, loading, source, field)
     return model
+
+
+def check_loaded_weights(model: torch.nn.Module, loading: dict[str, Any], source: Path, field: str) -> None:
+    """TrainingFailure when the checkpoint left any of the model's parameters at its random initial
+    value (weights that do not match the config: another architecture, renamed tensors, a partial
+    file). Tied parameters (lm_head under tie_word_embeddings) and buffers (rotary inv_freq) are
+    not weights a checkpoint must hold. Unexpected tensors alone are only logged."""
+    missing = sorted(str(k) for k in loading.get("missing_keys") or ())
+    unexpected = sorted(str(k) for k in loading.get("unexpected_keys") or ())
+    params = dict(model.named_parameters(remove_duplicate=False))
+    missing_set = set(missing)
+
+    loaded_ids = {id(t) for n, t in params.items() if n not in missing_set}
+
+    def tied(name: str) -> bool:  # the same tensor as a parameter that was loaded
+        return id(params[name]) in loaded_ids
+
+    real = [k for k in missing if k in params and not tied(k) and "inv_freq" not in k]
+    if not real:
+        if unexpected:
+            log.warning("%s: %d tensors in %s are not used by the model (e.g. %s)", field, len(unexpected), source, ", ".join(unexpected[:3]))
+        return
+    total = len(params)
+    detail = f"{len(real):,} of the model's {total:,} weights are missing from the checkpoint (e.g. {', '.join(real[:3])})"
+    if unexpected:
+        detail += f" and {len(unexpected):,} of its tensors are not the model's (e.g. {', '.join(unexpected[:3])})"
+    raise TrainingFailure(
+        f"{field}: the weights in {source} do not match the model its config.json describes: {detail}; "
+        "training would start those weights from random values. Use the config.json that came with the weights"
+    )
 
 
 def _quantization(quantize: str | None, device: Device) -> Any:
