@@ -23,8 +23,10 @@ class StopSignal:
     """SIGTERM handling with safe points.
 
     Outside ``safe_points()`` (loading, tokenizing) a SIGTERM raises ``StopRequested`` at once: there
-    is nothing to protect. Inside it (training, checkpointing, export) it only sets a flag that the
-    recipe checks between micro-batches and before each checkpoint, so no file is left half-written.
+    is nothing to protect. Inside it (training, checkpointing, eval, export) it only sets a flag that
+    the recipe checks between micro-batches, eval batches, prompts and generated tokens, and before a
+    checkpoint, export and registration: a checkpoint being written is finished, nothing is left
+    half-written, and a stopped run never registers a model.
     """
 
     def __init__(self) -> None:
