@@ -382,6 +382,46 @@ def test_oversized_file_and_line_are_refused_without_reading_them(zoo, service, 
     assert [(p.field, p.line) for p in problems if "longer than 20 bytes" in p.message] == [("train_data_path", 1), ("train_data_path", 2)]
 
 
+def test_a_whole_filesystem_as_data_folder_is_refused_quickly(zoo, service, monkeypatch):
+    """train_data_path='/' for CONTINUED_PRETRAIN must not walk the machine (nor /proc) file by file."""
+    from tunedeck.inputs import paths
+
+    started = time.monotonic()
+    problems = service.validate(_request(zoo, {"train_data_path": "/", "task_type": CPT}))
+    assert time.monotonic() - started < 10
+    assert any(p.field == "train_data_path" for p in problems), problems
+    deep = zoo["root"] / "walk"
+    for i in range(5):
+        (deep / f"d{i}" / "e").mkdir(parents=True, exist_ok=True)
+        (deep / f"d{i}" / "e" / "doc.txt").write_text("text")
+    monkeypatch.setattr(paths, "MAX_DATA_FOLDERS", 4)
+    problems = service.validate(_request(zoo, {"train_data_path": str(deep), "task_type": CPT}))
+    assert any(p.field == "train_data_path" and "too many subfolders" in p.message for p in problems), problems
+    monkeypatch.setattr(paths, "MAX_DATA_FOLDERS", 100)
+    monkeypatch.setattr(paths, "MAX_DATA_FILES", 3)
+    problems = service.validate(_request(zoo, {"train_data_path": str(deep), "task_type": CPT}))
+    assert any(p.field == "train_data_path" and "more than 3 data files" in p.message for p in problems), problems
+    monkeypatch.setattr(paths, "MAX_DATA_FILES", 100)
+    monkeypatch.setenv("TUNEDECK_MAX_DATA_BYTES", "10")  # each file is 4 bytes, the five 20
+    problems = service.validate(_request(zoo, {"train_data_path": str(deep), "task_type": CPT}))
+    assert any(p.field == "train_data_path" and "hold 20 bytes" in p.message for p in problems), problems
+
+
+def test_huge_safetensors_headers_are_not_read(zoo, tmp_path):
+    from tunedeck.inputs import catalog
+
+    folder = tmp_path / "model"
+    shutil.copytree(zoo["model"], folder)
+    with open(folder / "model.safetensors", "r+b") as f:
+        f.write((2**40).to_bytes(8, "little"))  # claims a 1 TiB header
+    assert catalog.weights_problem(folder) is None  # unreadable: the worker's loading error says why
+    for i in range(3):
+        header = b"{" + b" " * (60 * 2**20 - 2) + b"}"  # valid, empty, 60 MiB: two exceed the 100 MiB budget
+        (folder / f"extra-{i}.safetensors").write_bytes(len(header).to_bytes(8, "little") + header)
+    with pytest.raises(ValueError, match="too large"):
+        catalog.tensor_names(folder)
+
+
 def test_unreadable_path_is_a_problem_not_an_error(zoo, service, monkeypatch):
     """EACCES (not reproducible as root) from stat: a Problem on the field."""
     import tunedeck.inputs.paths as paths

@@ -129,16 +129,17 @@ MAX_SAFETENSORS_HEADER = 100 * 1024**2
 MAX_WEIGHT_FILES = 256
 
 
-def safetensors_names(path: Path) -> list[str]:
+def safetensors_names(path: Path, max_header: int = MAX_SAFETENSORS_HEADER) -> list[str]:
     """The tensor names in a safetensors file's header (8-byte length + JSON), read without the data.
-    ValueError (PathError included) for a file that is not a readable safetensors file."""
+    ValueError (PathError included) for a file that is not a readable safetensors file, or whose
+    header is longer than ``max_header`` bytes."""
     with open_regular(path, max_bytes=2**62) as f:
         size = os.fstat(f.fileno()).st_size
         head = f.read(8)
         if len(head) < 8:
             raise ValueError(f"{path.name} is not a safetensors file (shorter than 8 bytes)")
         (length,) = struct.unpack("<Q", head)
-        if length > MAX_SAFETENSORS_HEADER or length > size - 8:
+        if length > max_header or length > size - 8:
             raise ValueError(f"{path.name} is not a valid safetensors file (header length {length:,})")
         try:
             header = json.loads(f.read(length))
@@ -159,8 +160,15 @@ def tensor_names(folder: Path) -> list[str] | None:
     if not files:
         return None
     names: list[str] = []
+    budget = MAX_SAFETENSORS_HEADER  # header bytes read in all files: a hostile folder cannot make this slow
     for path in files[:MAX_WEIGHT_FILES]:
-        names += safetensors_names(path)
+        with open_regular(path, max_bytes=2**62) as f:
+            head = f.read(8)
+        length = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
+        if length > budget:
+            raise ValueError("the safetensors headers are too large to check")
+        budget -= length
+        names += safetensors_names(path, max_header=length or MAX_SAFETENSORS_HEADER)
     return names
 
 

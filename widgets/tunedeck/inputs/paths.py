@@ -37,6 +37,7 @@ _TABLE = re.compile(r"^[\w\-]+\.[\w\-]+\.[\w\-]+$")
 MAX_PATH_CHARS = 4096
 DEFAULT_MAX_DATA_BYTES = 10 * 1024**3
 MAX_DATA_FILES = 10_000
+MAX_DATA_FOLDERS = 2_000
 MAX_SMALL_FILE_BYTES = 16 * 1024**2
 ROW_SUFFIXES = (".jsonl", ".json", ".ndjson", ".parquet")
 _PSEUDO_ROOTS = ("/proc", "/sys", "/dev")
@@ -293,12 +294,16 @@ def _local_source(local: Path, origin: str, task_type: str, field: str, st: os.s
         else:
             files = [local]
         kind = "parquet" if files[0].suffix == ".parquet" else "jsonl"
+    total = 0
     for f in files:
         why = check_regular(f)
         if why:
             return None, [Problem(field, why, file=str(f))]
         if not os.access(f, os.R_OK):
             return None, [Problem(field, "the file is not readable", file=str(f))]
+        total += os.stat(f).st_size
+    if total > max_data_bytes():
+        return None, [Problem(field, f"the data files hold {total:,} bytes; at most {max_data_bytes():,} are read (TUNEDECK_MAX_DATA_BYTES)", file=str(local))]
     return DataSource(kind, [str(f) for f in files], origin), []
 
 
@@ -311,13 +316,13 @@ def _walk(folder: Path, suffixes: tuple[str, ...], recursive: bool) -> tuple[lis
     while pending:
         current = pending.pop()
         visited += 1
-        if visited > 10 * MAX_DATA_FILES:
-            return [], f"the folder holds too many subfolders to scan (more than {10 * MAX_DATA_FILES:,})"
+        if visited > MAX_DATA_FOLDERS:
+            return [], f"the folder holds too many subfolders to scan (more than {MAX_DATA_FOLDERS:,}): pass the folder of the data"
         try:
             with os.scandir(current) as entries:
                 for entry in entries:
                     if entry.is_dir(follow_symlinks=False):
-                        if recursive:
+                        if recursive and entry.path not in _PSEUDO_ROOTS:
                             pending.append(Path(entry.path))
                     elif entry.name.endswith(suffixes) and entry.is_file():
                         found.append(Path(entry.path))

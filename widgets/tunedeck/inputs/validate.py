@@ -76,7 +76,7 @@ def request_problems(req: RunRequest) -> list[Problem]:
         try:
             fn(*args)
         except (ValueError, TypeError) as exc:
-            problems.append(Problem(field_name, str(exc)))
+            problems.append(Problem(field_name, _clip(str(exc))))
 
     attempt("task_type", params.check_task_type, req.task_type)
     attempt("training_duration", params.parse_duration, req.training_duration)
@@ -99,6 +99,11 @@ def request_problems(req: RunRequest) -> list[Problem]:
     return problems
 
 
+def _clip(message: str, limit: int = 1000) -> str:
+    """A message cut to ``limit`` characters: some echo the value they refuse, which may be large."""
+    return message if len(message) <= limit else message[:limit] + f"... ({len(message):,} characters)"
+
+
 def build_spec(req: RunRequest, run_name: str, *, check_data: bool = True) -> tuple[RunSpec | None, list[Problem]]:
     problems: list[Problem] = request_problems(req)
     checked = {p.field for p in problems}
@@ -108,7 +113,7 @@ def build_spec(req: RunRequest, run_name: str, *, check_data: bool = True) -> tu
             return fn(*args)
         except (ValueError, TypeError) as exc:
             if field_name not in checked:
-                problems.append(Problem(field_name, str(exc)))
+                problems.append(Problem(field_name, _clip(str(exc))))
             return None
 
     task_type = attempt("task_type", params.check_task_type, req.task_type)
