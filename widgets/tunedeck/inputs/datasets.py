@@ -7,6 +7,12 @@ train, and both must describe a bad row the same way -- file, line and the creat
     INSTRUCTION_FINETUNE  JSONL/parquet rows {"prompt": str, "response": str}
     CHAT_COMPLETION       JSONL/parquet rows {"messages": [{"role": ..., "content": str}, ...]}
     CONTINUED_PRETRAIN    a folder of .txt files (kind "txt"), one document per file
+
+Files are opened with ``paths.open_regular`` (regular files only, never a blocking open, at most
+TUNEDECK_MAX_DATA_BYTES) and read a line at a time, a line being at most MAX_LINE_BYTES. A problem never
+quotes a row: it names the file, the line and what is wrong, quoting at most a key or a role (cut to 40
+characters), so pointing the data check at a file that is not training data reveals nothing of it;
+only data that passes the check is ever shown (the data check's sample row).
 """
 
 from __future__ import annotations
