@@ -79,3 +79,52 @@ def test_the_connection_survives_an_unexpected_error(app, monkeypatch):
     resp = client.get("/api/runs")
     assert resp.status_code == 500 and "ZeroDivisionError" in resp.json()["detail"]
     assert client.get("/api/models").status_code == 200
+
+
+def test_a_real_server_keeps_the_connection_after_a_refused_or_failed_request(app, monkeypatch):
+    """Over uvicorn and one keep-alive connection: a 500 from an unexpected error, a 422 for deep JSON and
+    a 413 for a big body each leave the connection open for the next request."""
+    import http.client
+    import socket
+    import threading
+
+    import uvicorn
+
+    from tunedeck.service import core
+
+    monkeypatch.setattr(core.RunService, "list", lambda self, *a, **k: 1 / 0)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="critical", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        headers = {**AUTH, "Content-Type": "application/json"}
+        answers = []
+        for method, path, body in [
+            ("GET", "/api/runs", None),  # the unexpected error
+            ("GET", "/api/models", None),
+            ("POST", "/api/validate", b"[" * 5000 + b"]" * 5000),
+            ("POST", "/api/validate", b" " * (2 << 20)),
+            ("GET", "/api/runs/x/events?after=99999999999999999999", None),
+            ("GET", "/api/models", None),
+        ]:
+            conn.request(method, path, body=body, headers=headers)
+            if answers:
+                assert conn.sock is first_socket, f"{method} {path}: the connection was not kept"
+            else:
+                first_socket = conn.sock
+            response = conn.getresponse()
+            response.read()
+            answers.append(response.status)
+        assert answers == [500, 200, 422, 413, 422, 200]
+        conn.close()
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
