@@ -3,7 +3,10 @@
 One connection in WAL mode guarded by a lock: the service is the only writer, readers see committed
 state. Events are numbered per run (1, 2, ...) inside the write transaction, so ``after=<sequence>``
 reads are an index range scan whatever the history size. Metrics have a global id for the same
-purpose. Schema changes are not migrated: a new schema version starts a new file.
+purpose.
+
+The schema is versioned (``PRAGMA user_version``) and migrated in place when a newer tunedeck opens
+an older file; a file written by a newer tunedeck is refused rather than misread.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -44,6 +48,41 @@ CREATE TABLE IF NOT EXISTS metrics (
 CREATE INDEX IF NOT EXISTS metrics_run ON metrics (run, id);
 """
 
+# Each migration takes the schema from version i + 1 to i + 2 (version 1 is SCHEMA above).
+MIGRATIONS = [
+    # 2: the worker of each run, so a restarted service can re-attach to it or resume the run, and how
+    # far the run's journal (RUN_DIR/journal.jsonl) has been applied, so no report is lost or doubled.
+    """
+    CREATE TABLE IF NOT EXISTS workers (
+        run TEXT PRIMARY KEY,
+        pid INTEGER,
+        pid_start INTEGER,
+        journal_offset INTEGER NOT NULL DEFAULT 0,
+        failure TEXT,
+        orphaned INTEGER NOT NULL DEFAULT 0,
+        attempts INTEGER NOT NULL DEFAULT 0
+    );
+    """,
+]
+SCHEMA_VERSION = 1 + len(MIGRATIONS)
+_WORKER_COLUMNS = ("pid", "pid_start", "journal_offset", "failure", "orphaned", "attempts")
+
+
+class SchemaTooNewError(Exception):
+    pass
+
+
+@dataclass
+class WorkerState:
+    """What the service knows of a run's worker process and its journal."""
+
+    pid: int | None = None
+    pid_start: int | None = None  # the process's start time (clock ticks since boot): a reused pid differs
+    journal_offset: int = 0  # bytes of the journal already applied to this store
+    failure: str | None = None  # the worker's own reason for failing, from its journal
+    orphaned: bool = False  # the worker stopped itself because no service owned it
+    attempts: int = 0  # autoresumes so far
+
 
 class RunExistsError(Exception):
     pass
@@ -56,7 +95,30 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=10000")
-        self._db.executescript(SCHEMA)
+        self._migrate(path)
+
+    def _migrate(self, path: Path | str) -> None:
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            (version,) = self._db.execute("PRAGMA user_version").fetchone()
+            if version > SCHEMA_VERSION:
+                raise SchemaTooNewError(
+                    f"{path} has schema version {version}, written by a newer tunedeck (this one reads up to "
+                    f"{SCHEMA_VERSION}): upgrade tunedeck, or point TUNEDECK_HOME at another folder"
+                )
+            if version == 0:  # a new file, or one from before versioning (its tables are SCHEMA's)
+                for statement in SCHEMA.split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+                version = 1
+            for migration in MIGRATIONS[version - 1:]:
+                self._db.execute(migration)
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @property
+    def schema_version(self) -> int:
+        with self._lock:
+            return int(self._db.execute("PRAGMA user_version").fetchone()[0])
 
     def close(self) -> None:
         with self._lock:
@@ -96,9 +158,10 @@ class Store:
         return [TrainingRun.from_dict(json.loads(r[0])) for r in rows]
 
     def update_run(
-        self, name: str, *, event: tuple[str, str, dict[str, Any]] | None = None, **fields: Any
+        self, name: str, *, event: tuple[str, str, dict[str, Any]] | None = None, journal_offset: int | None = None,
+        **fields: Any,
     ) -> tuple[TrainingRun, TrainingEvent | None]:
-        """Change run fields and optionally append an event in the same transaction."""
+        """Change run fields and optionally append an event (and advance the journal) in one transaction."""
         with self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
             row = self._db.execute("SELECT data FROM runs WHERE name = ?", (name,)).fetchone()
@@ -111,6 +174,8 @@ class Store:
                 (run.status.value, json.dumps(run.to_dict()), name),
             )
             ev = self._insert_event(name, *event) if event else None
+            if journal_offset is not None:
+                self._set_worker(name, {"journal_offset": journal_offset})
             return run, ev
 
     def delete_run(self, name: str) -> bool:
@@ -119,7 +184,32 @@ class Store:
             cur = self._db.execute("DELETE FROM runs WHERE name = ?", (name,))
             self._db.execute("DELETE FROM events WHERE run = ?", (name,))
             self._db.execute("DELETE FROM metrics WHERE run = ?", (name,))
+            self._db.execute("DELETE FROM workers WHERE run = ?", (name,))
             return cur.rowcount > 0
+
+    # -- workers ----------------------------------------------------------------------------------
+    def worker(self, name: str) -> WorkerState:
+        with self._lock:
+            row = self._db.execute(f"SELECT {', '.join(_WORKER_COLUMNS)} FROM workers WHERE run = ?", (name,)).fetchone()
+        if row is None:
+            return WorkerState()
+        state = WorkerState(**dict(zip(_WORKER_COLUMNS, row)))
+        state.orphaned = bool(state.orphaned)
+        return state
+
+    def set_worker(self, name: str, **fields: Any) -> None:
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._set_worker(name, fields)
+
+    def _set_worker(self, name: str, fields: dict[str, Any]) -> None:
+        unknown = set(fields) - set(_WORKER_COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown worker fields {sorted(unknown)}")
+        self._db.execute("INSERT OR IGNORE INTO workers (run) VALUES (?)", (name,))
+        if fields:
+            columns = ", ".join(f"{k} = ?" for k in fields)
+            self._db.execute(f"UPDATE workers SET {columns} WHERE run = ?", (*fields.values(), name))
 
     # -- events -----------------------------------------------------------------------------------
     def add_event(self, name: str, type: str, message: str, data: dict[str, Any] | None = None) -> TrainingEvent:
@@ -150,14 +240,22 @@ class Store:
         ]
 
     # -- metrics ----------------------------------------------------------------------------------
-    def add_metrics(self, name: str, step: int, values: dict[str, float]) -> None:
+    def add_metrics(self, name: str, step: int, values: dict[str, float], journal_offset: int | None = None) -> None:
         now = utcnow().isoformat()
         with self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.executemany(
                 "INSERT INTO metrics (run, step, name, value, time) VALUES (?, ?, ?, ?, ?)",
-                [(name, step, k, float(v), now) for k, v in values.items()],
+                [(name, step, k, float(v), now) for k, v in values.items() if v is not None],
             )
+            if journal_offset is not None:
+                self._set_worker(name, {"journal_offset": journal_offset})
+
+    def delete_metrics_after(self, name: str, step: int) -> int:
+        """Forget the metrics of steps after ``step``: a resumed run trains them again."""
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            return self._db.execute("DELETE FROM metrics WHERE run = ? AND step > ?", (name, step)).rowcount
 
     def metrics(self, name: str, after: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
         sql = "SELECT id, step, name, value, time FROM metrics WHERE run = ? AND id > ? ORDER BY id"
