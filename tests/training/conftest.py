@@ -88,7 +88,7 @@ def events(reports: list[dict[str, Any]], type: str | None = None) -> list[dict[
 
 
 class Worker:
-    """``python -m tunedeck.training.worker RUN_DIR`` as the service launches it: reports on a pipe."""
+    """``python -m tunedeck.training.worker RUN_DIR`` as the service launches it: reports in a journal file."""
 
     def __init__(self, run_dir: Path):
         import os
@@ -96,26 +96,32 @@ class Worker:
         import sys
         import threading
 
-        read_fd, write_fd = os.pipe()
-        env = dict(os.environ, TUNEDECK_REPORT_FD=str(write_fd))
+        self.journal = Path(run_dir) / "journal.jsonl"
+        env = dict(os.environ, TUNEDECK_JOURNAL=str(self.journal))
         self.log = Path(run_dir) / "worker.log"
         self._log_file = open(self.log, "w")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tunedeck.training.worker", str(run_dir)],
-            env=env, pass_fds=(write_fd,), stdout=subprocess.DEVNULL, stderr=self._log_file,
+            env=env, stdout=subprocess.DEVNULL, stderr=self._log_file,
         )
-        os.close(write_fd)
         self.reports: list[dict[str, Any]] = []
         self._changed = threading.Condition()
-        self._reader = threading.Thread(target=self._read, args=(read_fd,), daemon=True)
+        self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
-    def _read(self, fd: int) -> None:
-        with open(fd, encoding="utf-8") as pipe:
-            for line in pipe:
-                with self._changed:
-                    self.reports.append(json.loads(line))
-                    self._changed.notify_all()
+    def _read(self) -> None:
+        import time
+
+        offset, done = 0, False
+        while not done:
+            done = self.process.poll() is not None  # read once more after the exit: the last lines
+            data = self.journal.read_bytes()[offset:] if self.journal.exists() else b""
+            complete = data[: data.rfind(b"\n") + 1]
+            offset += len(complete)
+            with self._changed:
+                self.reports.extend(json.loads(line) for line in complete.splitlines())
+                self._changed.notify_all()
+            time.sleep(0.05)
 
     def wait_for(self, predicate, timeout: float) -> bool:
         with self._changed:

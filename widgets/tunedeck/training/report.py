@@ -1,13 +1,18 @@
 """The worker's reports to the service: one JSON object per line, flushed at once.
 
-Written to the pipe named by ``TUNEDECK_REPORT_FD`` (stdout when unset). Kinds:
+Appended to the run's journal, the file named by ``TUNEDECK_JOURNAL`` (stdout when unset), which the
+service tails. Kinds:
 
     {"kind": "event", "type": EventType, "message": str, "data": {...}}
     {"kind": "metrics", "step": int, "values": {"train/loss": ...}}
     {"kind": "run", "fields": {"mlflow_run_id": ..., "progress": ...}}
     {"kind": "failure", "reason": str}
+    {"kind": "orphaned", "reason": str}    the worker stops itself: no service has owned it for a while
+    {"kind": "exit", "code": int}          the last line of a worker that ended on its own
 
-A service that went away must not kill the training: a broken pipe turns reporting off, nothing more.
+A file, not a pipe, so that nothing is lost while the service is down: a restarted service applies the
+journal from where its store says it stopped (service/journal.py), and training never depends on a
+reader being there.
 """
 
 from __future__ import annotations
@@ -25,31 +30,40 @@ log = logging.getLogger(__name__)
 
 
 class Reporter:
-    def __init__(self, stream: TextIO | None = None, sink: Callable[[dict[str, Any]], None] | None = None):
-        """Write to ``stream``; or hand each report to ``sink`` (used in-process, e.g. by tests)."""
+    def __init__(
+        self, stream: TextIO | None = None, sink: Callable[[dict[str, Any]], None] | None = None,
+        journal_fd: int | None = None,
+    ):
+        """Append to the journal ``journal_fd``, or write to ``stream``; or hand each report to ``sink``
+        (used in-process, e.g. by tests)."""
         self._stream = stream
         self._sink = sink
+        self._journal_fd = journal_fd
         self._broken = False
 
     @classmethod
     def from_env(cls) -> "Reporter":
-        fd = os.environ.get("TUNEDECK_REPORT_FD")
-        if fd:
-            return cls(os.fdopen(int(fd), "w", buffering=1, encoding="utf-8", closefd=True))
+        path = os.environ.get("TUNEDECK_JOURNAL")
+        if path:
+            return cls(journal_fd=os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600))
         return cls(sys.stdout)
 
     def emit(self, report: dict[str, Any]) -> None:
         if self._sink is not None:
             self._sink(json.loads(json.dumps(_finite(report), default=str)))
             return
-        if self._broken or self._stream is None:
+        if self._broken:
             return
+        line = json.dumps(_finite(report), default=str, ensure_ascii=False) + "\n"
         try:
-            self._stream.write(json.dumps(_finite(report), default=str, ensure_ascii=False) + "\n")
-            self._stream.flush()
-        except (BrokenPipeError, OSError, ValueError) as error:
+            if self._journal_fd is not None:
+                _write_all(self._journal_fd, line.encode("utf-8"))  # one append per report: whole lines
+            elif self._stream is not None:
+                self._stream.write(line)
+                self._stream.flush()
+        except (OSError, ValueError) as error:
             self._broken = True
-            log.warning("reports can no longer be sent to the service (%s); training goes on", error)
+            log.warning("reports can no longer be written (%s); training goes on", error)
 
     def event(self, type: EventType, message: str, **data: Any) -> None:
         self.emit({"kind": "event", "type": EventType(type).value, "message": message, "data": data})
@@ -62,6 +76,18 @@ class Reporter:
 
     def failure(self, reason: str) -> None:
         self.emit({"kind": "failure", "reason": reason})
+
+    def orphaned(self, reason: str) -> None:
+        self.emit({"kind": "orphaned", "reason": reason})
+
+    def exit(self, code: int) -> None:
+        self.emit({"kind": "exit", "code": int(code)})
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _finite(value: Any) -> Any:

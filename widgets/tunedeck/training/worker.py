@@ -1,19 +1,29 @@
 """Entry point of a training worker: ``python -m tunedeck.training.worker RUN_DIR``.
 
-Reads ``RUN_DIR/spec.json``, trains, and reports on the pipe ``TUNEDECK_REPORT_FD`` (see report.py).
-Exit codes: 0 done; 1 failed (after a ``failure`` report naming the problem); 143 stopped by SIGTERM.
+Reads ``RUN_DIR/spec.json``, trains, and appends reports to the journal ``TUNEDECK_JOURNAL`` (see
+report.py). Exit codes: 0 done; 1 failed (after a ``failure`` report naming the problem); 143 stopped
+by SIGTERM. The last journal line of a worker that ends on its own is ``{"kind": "exit", "code": ...}``.
 Logs and warnings go to stderr, which the service keeps as the run's log.
+
+A worker never trains without an owner: ``RUN_DIR/owner.json`` names the service process that owns it
+(a restarted service re-attaches by writing its own), and a worker whose owner has been gone for
+``TUNEDECK_ORPHAN_GRACE_SECONDS`` (default 120) stops itself at the next safe point. The run then
+resumes from its latest checkpoint when a service comes back.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
+import time
 import warnings
 from pathlib import Path
 
 from tunedeck.errors import InvalidInputError
+from tunedeck.processes import OWNER_FILE, owner_alive
 from tunedeck.training.failures import StopRequested, StopSignal, TrainingFailure
 from tunedeck.training.report import Reporter
 
@@ -21,6 +31,7 @@ log = logging.getLogger("tunedeck.worker")
 
 EXIT_FAILED = 1
 EXIT_STOPPED = 143  # 128 + SIGTERM, what a shell reports for a process ended by SIGTERM
+RESUME_LATEST = "latest"  # spec.resume_from: this run's latest resume point, found when the worker starts
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,10 +42,24 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     _quiet_libraries()
     reporter = Reporter.from_env()
+    code = _train(Path(args[0]), reporter, stop)
+    reporter.exit(code)
+    return code
+
+
+def _train(run_dir: Path, reporter: Reporter, stop: StopSignal) -> int:
+    OwnerWatch(run_dir, reporter).start()
     try:
         from tunedeck.inputs.spec import RunSpec
 
-        spec = RunSpec.load(Path(args[0]) / "spec.json")
+        spec = RunSpec.load(run_dir / "spec.json")
+        if os.environ.get("TUNEDECK_RESUME_EVERY_SECONDS"):
+            spec.resume_every_seconds = float(os.environ["TUNEDECK_RESUME_EVERY_SECONDS"])
+        if spec.resume_from == RESUME_LATEST:
+            from tunedeck.training.checkpoint import latest_resume_point
+
+            point = latest_resume_point(run_dir)
+            spec.resume_from = str(point) if point else None  # none yet: train again from the start
         from tunedeck.training.recipe import run
 
         result = run(spec, reporter, stop)
@@ -54,9 +79,51 @@ def main(argv: list[str] | None = None) -> int:
         log.exception("out of memory")
         reporter.failure("the trainer ran out of memory: try a shorter context_length or a smaller model")
     except Exception as error:  # noqa: BLE001 - the service must hear about every failure
+        if _is_out_of_memory(error):
+            log.exception("out of memory")
+            reporter.failure(f"the trainer ran out of memory ({str(error).splitlines()[0][:200]}): try LoRA "
+                             "(adapter='lora'), a shorter context_length or a smaller model")
+            return EXIT_FAILED
         log.exception("run failed with an internal error")
         reporter.failure(f"internal error in the trainer: {type(error).__name__}: {error} (details in the run's log)")
     return EXIT_FAILED
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    """torch reports a failed allocation as a RuntimeError (or its OutOfMemoryError subclass)."""
+    text = str(error)
+    return type(error).__name__ == "OutOfMemoryError" or (
+        isinstance(error, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower())
+    )
+
+
+class OwnerWatch(threading.Thread):
+    """Stops the worker (SIGTERM to itself, so the usual safe points apply) when no live service has
+    owned it for the grace period. The owner file holds ``{"pid", "start"}``; ``start`` tells a reused
+    pid from the real owner."""
+
+    def __init__(self, run_dir: Path, reporter: Reporter, interval: float = 1.0):
+        super().__init__(name="tunedeck-owner-watch", daemon=True)
+        self.run_dir = run_dir
+        self.reporter = reporter
+        self.interval = interval
+        self.grace = float(os.environ.get("TUNEDECK_ORPHAN_GRACE_SECONDS", "120"))
+
+    def run(self) -> None:
+        if not (self.run_dir / OWNER_FILE).exists():
+            return  # started by hand or by a test: nobody to watch
+        lost_since: float | None = None
+        while True:
+            time.sleep(self.interval)
+            if owner_alive(self.run_dir):
+                lost_since = None
+                continue
+            lost_since = lost_since or time.monotonic()
+            if time.monotonic() - lost_since >= self.grace:
+                log.warning("no tunedeck service has owned this worker for %.0f s: stopping", self.grace)
+                self.reporter.orphaned(f"no tunedeck service owned the worker for {self.grace:.0f} s")
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
 
 
 def _quiet_libraries() -> None:
