@@ -117,17 +117,22 @@ def test_cancel_stops_within_five_seconds_and_the_service_keeps_serving(e2e_home
     assert run.name not in [r.name for r in fm.list()]
 
 
-def test_a_killed_worker_ends_failed_with_its_reason(e2e_home, tmp_path):
+def test_a_worker_killed_every_time_is_resumed_twice_then_fails_with_its_reason(e2e_home, tmp_path):
     train = write_jsonl(tmp_path / "train.jsonl", [{"prompt": p, "response": r} for p, r in PAIRS])
     run = fm.create(model="tiny-llama", train_data_path=str(train), register_to="main.tests",
-                    task_type="INSTRUCTION_FINETUNE", training_duration="1000000ba", context_length=64)
-    started = wait_for(lambda: next((e for e in fm.get_events(run) if e.type == "STARTED"), None))
-    wait_for(lambda: fm.get(run).status is RunStatus.RUNNING)
-    os.kill(started.data["pid"], signal.SIGKILL)  # as the kernel's OOM killer would
-    wait_for(lambda: fm.get(run).status.is_terminal(), timeout=15)
+                    task_type="INSTRUCTION_FINETUNE", training_duration="100000ba", context_length=64)
+    killed: set[int] = set()
+    for _ in range(3):  # the first worker and both autoresumes (TUNEDECK_AUTORESUME defaults to 2)
+        started = wait_for(lambda: next((e for e in fm.get_events(run) if e.type == "STARTED" and e.data["pid"] not in killed), None))
+        wait_for(lambda: fm.get(run).status is RunStatus.RUNNING)
+        os.kill(started.data["pid"], signal.SIGKILL)  # as the kernel's OOM killer would
+        killed.add(started.data["pid"])
+    wait_for(lambda: fm.get(run).status.is_terminal(), timeout=30)
     run = fm.get(run)
     assert run.status is RunStatus.FAILED
-    assert "SIGKILL" in fm.get_events(run)[-1].message
+    events = fm.get_events(run)
+    assert "SIGKILL" in events[-1].message and "after 2 resume(s)" in events[-1].message
+    assert ["attempt 1 of 2" in e.message for e in events if e.data.get("autoresume")] == [True, False]
 
 
 def test_corrupt_weights_fail_the_run_with_the_loading_error(e2e_home, tmp_path):

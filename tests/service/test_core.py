@@ -9,7 +9,7 @@ from tunedeck.inputs.validate import RunRequest
 from tunedeck.service.core import RunService
 from tunedeck.service.store import Store
 from tunedeck.types import TrainingRun, utcnow
-from tests.helpers import PAIRS, write_jsonl
+from tests.helpers import PAIRS, wait_for, write_jsonl
 
 
 @pytest.fixture
@@ -60,4 +60,66 @@ def test_runs_left_active_by_a_previous_service_are_marked_failed(home):
     recovered = service.get("orphan")
     assert recovered.status is RunStatus.FAILED
     assert "service stopped" in service.events("orphan")[-1].message
+    service.shutdown()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_scheduler_that_stops_is_restarted_and_health_says_so(home, model_and_data):
+    home.mkdir(parents=True, exist_ok=True)
+    service = RunService(Store(home / "t.db"), max_concurrent=0)
+    real = service._next_waiting
+    calls = {"n": 0}
+
+    def dies_once():
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise SystemExit("simulated: something the loop's guard does not catch")
+        return real()
+
+    service._next_waiting = dies_once
+    service.start()
+    wait_for(lambda: service.scheduler_restarts == 1, timeout=10)
+    wait_for(service.scheduler_alive, timeout=10)
+    assert service.health()["scheduler"] == "alive" and service.health()["scheduler_restarts"] == 1
+    service.shutdown()
+
+
+def test_a_state_dir_others_can_read_is_tightened(tmp_path, capsys):
+    import os
+    import stat
+
+    from tunedeck.service.__main__ import secure_home
+
+    home = tmp_path / "home"
+    home.mkdir(mode=0o755)
+    os.chmod(home, 0o755)
+    secure_home(home)
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
+    assert "tightened to 700" in capsys.readouterr().err
+
+
+def test_a_run_whose_launch_raises_fails_with_the_reason_and_the_next_run_still_starts(home, model_and_data, monkeypatch):
+    import sys
+
+    import tunedeck.service.core as core
+
+    home.mkdir(parents=True, exist_ok=True)
+    real = core.build_spec
+
+    def build_spec(req, name, **kw):
+        if req.training_duration == "7ba":  # the poisoned run
+            raise RuntimeError("Could not determine home directory.")
+        return real(req, name, **kw)
+
+    monkeypatch.setattr(core, "build_spec", build_spec)
+    service = RunService(Store(home / "t.db"), max_concurrent=1, worker_command=[sys.executable, "-c", "pass"])
+    service.start()
+    bad = service.create(request(*model_and_data, training_duration="7ba", validate_inputs=False))
+    good = service.create(request(*model_and_data, training_duration="2ba"))
+    wait_for(lambda: service.get(bad.name).status.is_terminal() and service.get(good.name).status.is_terminal(), timeout=30)
+    failed = service.get(bad.name)
+    assert failed.status is RunStatus.FAILED
+    assert "could not start the run: RuntimeError: Could not determine home directory." in failed.details
+    assert service.get(good.name).status is RunStatus.COMPLETED
+    assert service.health()["scheduler"] == "alive"
     service.shutdown()

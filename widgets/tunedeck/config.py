@@ -6,6 +6,11 @@ TUNEDECK_VOLUMES  local root that dbfs:/Volumes/... and /Volumes/... map onto (d
 TUNEDECK_MODELS   a folder of Hugging Face model folders offered by get_models() (default $HOME/models)
 MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI   override the default SQLite store under TUNEDECK_HOME
 TUNEDECK_BATCH_TOKENS  tokens per optimizer step (default: the trainer's, 4096 on CPU)
+TUNEDECK_AUTORESUME    times a run whose worker died is resumed from its latest checkpoint (default 2)
+TUNEDECK_RESUME_EVERY_SECONDS  a resume snapshot of the training state this often (default 600)
+TUNEDECK_ORPHAN_GRACE_SECONDS  a worker whose service is gone this long stops itself (default 120)
+TUNEDECK_CANCEL_GRACE_SECONDS  cancel's SIGKILL fallback after this long (default 30)
+TUNEDECK_IDLE_EXIT_SECONDS     an auto-started service with nothing to do exits after this long (default 3600)
 TUNEDECK_PRECISION     auto (default: bf16 autocast on a GPU with native bf16, and on a CPU when a start-up probe measures bf16 matmuls >= 1.3x float32), fp32, or bf16
 """
 
@@ -58,3 +63,10 @@ def batch_tokens() -> int | None:
     """Tokens per optimizer step (TUNEDECK_BATCH_TOKENS); None lets the trainer choose."""
     value = os.environ.get("TUNEDECK_BATCH_TOKENS")
     return int(value) if value else None
+
+
+def autoresume() -> int:
+    """How many times a run whose worker died (killed, crashed, lost its service) is resumed from its
+    latest checkpoint before it fails (TUNEDECK_AUTORESUME, default 2; 0 turns it off)."""
+    value = os.environ.get("TUNEDECK_AUTORESUME")
+    return max(0, int(value)) if value else 2

@@ -20,6 +20,7 @@ import requests
 from tunedeck.errors import ServiceUnavailableError, TunedeckError
 
 START_TIMEOUT = 90.0
+IDLE_EXIT_SECONDS = 3600  # an auto-started service with no run active or waiting for an hour exits
 STOP_TIMEOUT = 15.0
 
 
@@ -75,7 +76,9 @@ def _start(home: Path) -> tuple[str, str]:
     (home / "service.json").unlink(missing_ok=True)
     log = open(home / "service.log", "ab")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tunedeck.service", "--home", str(home), "--port", "0"],
+        [sys.executable, "-m", "tunedeck.service", "--home", str(home), "--port", "0",
+         # started on demand, so it leaves when nothing needs it (the next call starts it again)
+         "--idle-exit", os.environ.get("TUNEDECK_IDLE_EXIT_SECONDS", str(IDLE_EXIT_SECONDS))],
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,

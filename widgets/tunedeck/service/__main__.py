@@ -6,7 +6,12 @@ import argparse
 import json
 import os
 import secrets
+import signal
 import socket
+import stat
+import sys
+import threading
+import time
 from pathlib import Path
 
 from tunedeck import config
@@ -25,7 +30,22 @@ def read_or_create_token(home: Path) -> str:
     return token
 
 
-def serve(home: Path, host: str = "127.0.0.1", port: int = 0, max_concurrent: int = 1) -> None:
+def secure_home(home: Path) -> None:
+    """The state dir holds the token and every run's data: only its owner may read it. A dir others can
+    read is tightened when it is ours, and refused otherwise."""
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    info = home.stat()
+    if info.st_mode & 0o077 == 0:
+        return
+    if info.st_uid != os.getuid():
+        raise SystemExit(f"tunedeck: {home} belongs to another user and others can read it; "
+                         "choose a state dir of your own with --home or TUNEDECK_HOME")
+    os.chmod(home, stat.S_IMODE(info.st_mode) & 0o700)
+    print(f"tunedeck: {home} was readable by others (mode {stat.S_IMODE(info.st_mode):o}); "
+          "tightened to 700", file=sys.stderr, flush=True)
+
+
+def serve(home: Path, host: str = "127.0.0.1", port: int = 0, max_concurrent: int = 1, idle_exit: float = 0) -> None:
     import uvicorn
 
     from tunedeck.service.app import create_app
@@ -33,7 +53,7 @@ def serve(home: Path, host: str = "127.0.0.1", port: int = 0, max_concurrent: in
     from tunedeck.service.store import Store
 
     os.environ["TUNEDECK_HOME"] = str(home)  # the workers and the MLflow store follow the service's home
-    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    secure_home(home)
     token = read_or_create_token(home)
     service = RunService(Store(home / "tunedeck.db"), max_concurrent=max_concurrent)
     app = create_app(service, token, home)
@@ -45,12 +65,19 @@ def serve(home: Path, host: str = "127.0.0.1", port: int = 0, max_concurrent: in
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((host, port))
+    sock.listen(2048)  # before service.json names the port: a client that reads it is never refused
     bound_port = sock.getsockname()[1]
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
     url = f"http://{shown_host}:{bound_port}"
 
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=2))
+    # uvicorn catches SIGTERM/SIGINT, shuts the server down, then raises the signal again with the
+    # handler that was there before it: this one, so that the `finally` below always runs (a default
+    # SIGTERM handler would end the process there, leaving workers without an owner and service.json stale).
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
     service.start()
+    threading.Thread(target=_watch, args=(server, service, home, idle_exit), name="tunedeck-watch", daemon=True).start()
     info = {"url": url, "pid": os.getpid(), "home": str(home)}
     tmp = home / "service.json.tmp"
     tmp.write_text(json.dumps(info))
@@ -67,6 +94,23 @@ def serve(home: Path, host: str = "127.0.0.1", port: int = 0, max_concurrent: in
             pass
 
 
+def _watch(server, service, home: Path, idle_exit: float, interval: float = 2.0) -> None:  # noqa: ANN001
+    """Stop the service when its state dir is gone (nothing left to serve), or, with ``idle_exit``,
+    when no run has been active or waiting for that many seconds."""
+    idle_since = time.monotonic()
+    while not server.should_exit:
+        time.sleep(interval)
+        if not (home / "tunedeck.db").exists():
+            print(f"tunedeck: {home} is gone; stopping the service", file=sys.stderr, flush=True)
+            server.should_exit = True
+        elif idle_exit > 0:
+            if service.has_work():
+                idle_since = time.monotonic()
+            elif time.monotonic() - idle_since >= idle_exit:
+                print(f"tunedeck: idle for {idle_exit:.0f} s; stopping the service", file=sys.stderr, flush=True)
+                server.should_exit = True
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="tunedeck serve", description="Run the tunedeck training service.")
     parser.add_argument("--home", type=Path, default=None, help="state dir (default: $TUNEDECK_HOME or ~/.tunedeck)")
@@ -74,8 +118,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0, help="port (default: any free port)")
     parser.add_argument("--max-concurrent", type=int, default=int(os.environ.get("TUNEDECK_MAX_CONCURRENT", "1")),
                         help="runs that train at once (default 1: one run uses every CPU core)")
+    parser.add_argument("--idle-exit", type=float, default=0, metavar="SECONDS",
+                        help="stop when no run has been active or waiting this long (default 0: never)")
     args = parser.parse_args(argv)
-    serve((args.home or config.home()).expanduser().resolve(), args.host, args.port, args.max_concurrent)
+    serve((args.home or config.home()).expanduser().resolve(), args.host, args.port, args.max_concurrent, args.idle_exit)
 
 
 if __name__ == "__main__":

@@ -159,9 +159,10 @@ def create_app(service: RunService, token: str, home: Path) -> FastAPI:
         return {"models": [m.to_dict() for m in svc.models()]}
 
     @checks.get("/health")
-    def health() -> dict[str, Any]:
-        """Liveness and which state dir this service serves."""
-        return {"status": "ok", "home": str(home)}
+    def health(svc: Service) -> dict[str, Any]:
+        """Liveness (the scheduler's too) and which state dir this service serves."""
+        state = svc.health()
+        return {"status": "ok" if state["scheduler"] == "alive" else "degraded", "home": str(home), **state}
 
     app.include_router(runs)
     app.include_router(checks)

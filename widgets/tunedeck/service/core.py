@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import getpass
 import json
+import logging
 import re
 import secrets
 import shutil
 import signal
 import threading
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,8 @@ from tunedeck.inputs.validate import RunRequest, build_spec
 from tunedeck.service.store import RunExistsError, Store
 from tunedeck.service.worker_process import WorkerExit, WorkerProcess
 from tunedeck.types import Checkpoint, EventType, ModelInfo, RunStatus, TrainingEvent, TrainingRun, utcnow
+
+log = logging.getLogger(__name__)
 
 ACTIVE = (RunStatus.STARTING, RunStatus.RUNNING, RunStatus.TERMINATING)
 WAITING = (RunStatus.PENDING, RunStatus.QUEUED)
@@ -39,12 +43,43 @@ class RunService:
         self._wake = threading.Condition(self._lock)
         self._stopping = False
         self._thread: threading.Thread | None = None
+        self._cancelled: set[str] = set()  # runs a user cancelled (never resumed)
+        self.scheduler_restarts = 0
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self) -> None:
         self._recover()
+        self._start_scheduler()
+        threading.Thread(target=self._supervise, name="tunedeck-supervisor", daemon=True).start()
+
+    def _start_scheduler(self) -> None:
         self._thread = threading.Thread(target=self._schedule_loop, name="tunedeck-scheduler", daemon=True)
         self._thread.start()
+
+    def _supervise(self, interval: float = 1.0) -> None:
+        """Restart the scheduling loop if it ever stops (it should not: each launch is guarded)."""
+        while not self._stopping:
+            time.sleep(interval)
+            if not self._stopping and not self.scheduler_alive():
+                self.scheduler_restarts += 1
+                log.error("the scheduler stopped; restarting it (restart %d)", self.scheduler_restarts)
+                self._start_scheduler()
+
+    def scheduler_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def has_work(self) -> bool:
+        """A run is training or waiting for a slot."""
+        with self._lock:
+            if self._workers:
+                return True
+        return bool(self.store.list_runs(limit=1, statuses=[s.value for s in (*ACTIVE, *WAITING)]))
+
+    def health(self) -> dict[str, Any]:
+        with self._lock:
+            workers = len(self._workers)
+        return {"scheduler": "alive" if self.scheduler_alive() else "stopped",
+                "scheduler_restarts": self.scheduler_restarts, "training": workers, "max_concurrent": self.max_concurrent}
 
     def shutdown(self) -> None:
         """Stop scheduling and end running workers: the runs are marked STOPPED."""
@@ -57,9 +92,23 @@ class RunService:
             worker.kill()
 
     def _recover(self) -> None:
-        """Runs that were active when the service last stopped have lost their worker."""
+        """Runs that were active when the service last stopped: re-attach to a worker that still trains
+        (its journal is applied from where the store stopped, so no event is lost or doubled); for a
+        worker that died meanwhile, apply what it journaled, then resume the run or fail it."""
         for run in self.store.list_runs(statuses=[s.value for s in ACTIVE]):
-            self._finish(run.name, RunStatus.FAILED, EventType.FAILED, "Failed: the tunedeck service stopped while this run was active")
+            state = self.store.worker(run.name)
+            if state.pid is None:
+                self._finish(run.name, RunStatus.FAILED, EventType.FAILED, "Failed: the tunedeck service stopped while this run was active")
+                continue
+            worker = self._worker(run.name, Path(run.run_dir or config.runs_root() / run.name), state.journal_offset)
+            worker.failure, worker.orphaned = state.failure, state.orphaned
+            with self._lock:
+                self._workers[run.name] = worker
+            if worker.attach(state.pid, state.pid_start):
+                self.store.add_event(run.name, EventType.STARTED.value,
+                                     f"Service restarted: re-attached to the worker (pid {state.pid})", {"pid": state.pid})
+                if run.status == RunStatus.TERMINATING:
+                    worker.cancel()
 
     # -- the API ----------------------------------------------------------------------------------
     def validate(self, req: RunRequest) -> list[Problem]:
@@ -130,6 +179,7 @@ class RunService:
             worker = self._workers.get(name)
             if worker is None:  # still waiting: nothing to stop
                 return self._finish(name, RunStatus.STOPPED, EventType.STOPPED, "Stopped by user before it started")
+            self._cancelled.add(name)
             run, _ = self.store.update_run(
                 name, status=RunStatus.TERMINATING, details="Stopping",
                 event=(EventType.CANCEL_REQUESTED.value, "Cancel requested: stopping the worker", {}),
@@ -143,11 +193,8 @@ class RunService:
             self.cancel(name)
             with self._lock:
                 worker = self._workers.get(name)
-            if worker and worker.proc:
-                try:
-                    worker.proc.wait(timeout=10)
-                except Exception:
-                    worker.kill()
+            if worker and not worker.wait(timeout=10):
+                worker.kill()
         self.store.delete_run(name)
         shutil.rmtree(config.runs_root() / name, ignore_errors=True)
 
@@ -188,14 +235,28 @@ class RunService:
     # -- scheduling -------------------------------------------------------------------------------
     def _schedule_loop(self) -> None:
         while True:
-            with self._lock:
-                while not self._stopping and not self._next_waiting():
-                    self._wake.wait(timeout=5)
-                if self._stopping:
-                    return
-                run = self._next_waiting()
-                if run is not None:
-                    self._launch(run)
+            try:
+                with self._lock:
+                    while not self._stopping and not self._next_waiting():
+                        self._wake.wait(timeout=5)
+                    if self._stopping:
+                        return
+                    run = self._next_waiting()
+                    if run is not None:
+                        self._launch_or_fail(run)
+            except Exception:  # e.g. the store is briefly unreadable: keep scheduling
+                log.exception("scheduling failed; trying again")
+                time.sleep(1)
+
+    def _launch_or_fail(self, run: TrainingRun) -> None:
+        """Any failure to launch one run fails that run with the reason; the loop goes on."""
+        try:
+            self._launch(run)
+        except Exception as exc:
+            log.exception("could not launch %s", run.name)
+            self._workers.pop(run.name, None)
+            reason = f"could not start the run: {type(exc).__name__}: {exc}"
+            self._finish(run.name, RunStatus.FAILED, EventType.FAILED, f"Failed: {reason}", {"reason": reason})
 
     def _next_waiting(self) -> TrainingRun | None:
         if len(self._workers) >= self.max_concurrent:
@@ -210,34 +271,45 @@ class RunService:
             reason = "; ".join(str(p) for p in problems)
             self._finish(run.name, RunStatus.FAILED, EventType.FAILED, f"Failed: {reason}", {"reason": reason, "problems": [p.to_dict() for p in problems]})
             return
+        state = self.store.worker(run.name)
+        if state.attempts:  # an autoresume: the worker finds the latest checkpoint and goes on from it
+            spec.resume_from = "latest"
+            spec.resume_mlflow_run_id = run.mlflow_run_id
         run_dir = Path(spec.run_dir)
         spec.save(run_dir / "spec.json")
-        worker = WorkerProcess(
-            run_dir,
-            on_report=lambda msg, name=run.name: self._on_report(name, msg),
-            on_exit=lambda ex, name=run.name: self._on_exit(name, ex),
-            command=None if self._worker_command is None else [*self._worker_command, str(run_dir)],
-        )
+        worker = self._worker(run.name, run_dir, state.journal_offset)
         try:
             worker.start()
         except OSError as exc:
             self._finish(run.name, RunStatus.FAILED, EventType.FAILED, f"Failed: could not start the worker: {exc}")
             return
         self._workers[run.name] = worker
+        self.store.set_worker(run.name, pid=worker.pid, pid_start=worker.pid_start, failure=None, orphaned=0)
         self.store.update_run(
-            run.name, status=RunStatus.STARTING, started_at=utcnow(), details="Starting",
+            run.name, status=RunStatus.STARTING, started_at=run.started_at or utcnow(), details="Starting",
             event=(EventType.STARTED.value, f"Worker started (pid {worker.pid})", {"pid": worker.pid}),
         )
 
-    def _on_report(self, name: str, msg: dict[str, Any]) -> None:
+    def _worker(self, name: str, run_dir: Path, journal_offset: int) -> WorkerProcess:
+        return WorkerProcess(
+            run_dir,
+            on_report=lambda msg, offset: self._on_report(name, msg, offset),
+            on_exit=lambda ex: self._on_exit(name, ex),
+            command=None if self._worker_command is None else [*self._worker_command, str(run_dir)],
+            journal_offset=journal_offset,
+        )
+
+    def _on_report(self, name: str, msg: dict[str, Any], journal_offset: int | None = None) -> None:
+        """Apply one journal line; the store records ``journal_offset`` in the same transaction."""
         kind = msg.get("kind")
         if kind == "metrics":
-            self.store.add_metrics(name, int(msg.get("step", 0)), msg.get("values") or {})
-        elif kind == "run":
+            self.store.add_metrics(name, int(msg.get("step", 0)), msg.get("values") or {}, journal_offset=journal_offset)
+            return
+        if kind == "run":
             fields = {k: v for k, v in (msg.get("fields") or {}).items() if k in _WORKER_FIELDS}
-            if fields:
-                self.store.update_run(name, **fields)
-        elif kind == "event":
+            self.store.update_run(name, journal_offset=journal_offset, **fields)
+            return
+        if kind == "event":
             etype, message, data = str(msg.get("type")), str(msg.get("message", "")), msg.get("data") or {}
             fields: dict[str, Any] = {"details": message}
             run = self.store.get_run(name)
@@ -247,25 +319,62 @@ class RunService:
                 fields["progress"] = data["progress"]
             if run and run.status == RunStatus.TERMINATING:
                 fields.pop("details")
-            self.store.update_run(name, event=(etype, message, data), **fields)
+            if etype == EventType.TRAIN_RESUMED.value and isinstance(data.get("step"), int):
+                self.store.delete_metrics_after(name, data["step"])  # those steps are trained again
+            self.store.update_run(name, event=(etype, message, data), journal_offset=journal_offset, **fields)
+            return
+        worker_fields: dict[str, Any] = {"journal_offset": journal_offset} if journal_offset is not None else {}
+        if kind == "failure":
+            worker_fields["failure"] = str(msg.get("reason") or "")
+        elif kind == "orphaned":
+            worker_fields["orphaned"] = 1
+        if worker_fields:
+            self.store.set_worker(name, **worker_fields)
 
     def _on_exit(self, name: str, ex: WorkerExit) -> None:
         with self._lock:
             self._workers.pop(name, None)
             self._wake.notify_all()
+            cancelled = ex.cancelled or name in self._cancelled
+            self._cancelled.discard(name)
         run = self.store.get_run(name)
         if run is None or run.status.is_terminal():
             return
-        if ex.cancelled:
-            self._finish(name, RunStatus.STOPPED, EventType.STOPPED, "Stopped by user")
+        if (cancelled or run.status == RunStatus.TERMINATING) and not (ex.returncode == 0 and run.registered_model_version):
+            self._finish(name, RunStatus.STOPPED, EventType.STOPPED, "Stopped by user", {"returncode": ex.returncode})
+        elif ex.returncode in (None, EXIT_STOPPED) or ex.orphaned or (ex.returncode < 0 and not ex.failure):
+            self._resume_or_fail(run, ex)
         elif ex.returncode == 0:
-            msg = "Completed"
+            msg = "Completed" + (" (the cancel came after the model was registered)" if cancelled else "")
             if run.registered_model_version:
                 msg += f": registered {run.registered_model_name} version {run.registered_model_version}"
             self._finish(name, RunStatus.COMPLETED, EventType.COMPLETED, msg, {"registered_model_name": run.registered_model_name, "registered_model_version": run.registered_model_version}, progress=100.0)
         else:
             reason = ex.failure or _describe_exit(ex.returncode, ex.log_tail)
             self._finish(name, RunStatus.FAILED, EventType.FAILED, f"Failed: {reason}", {"reason": reason, "returncode": ex.returncode})
+
+    def _resume_or_fail(self, run: TrainingRun, ex: WorkerExit) -> None:
+        """The worker died without finishing (killed, crashed, lost its service): resume the run from
+        its latest checkpoint, up to TUNEDECK_AUTORESUME times, else fail it with the reason."""
+        if ex.orphaned:
+            why = "its worker stopped: no tunedeck service owned it"
+        elif ex.returncode is None:
+            why = "its worker died while the tunedeck service was down"
+        else:
+            why = _describe_exit(ex.returncode, ex.log_tail)
+        state = self.store.worker(run.name)
+        limit = config.autoresume()
+        if self._stopping or state.attempts >= limit:
+            tried = f" (after {state.attempts} resume(s))" if state.attempts else ""
+            self._finish(run.name, RunStatus.FAILED, EventType.FAILED, f"Failed: {why}{tried}", {"reason": why, "returncode": ex.returncode})
+            return
+        attempt = state.attempts + 1
+        self.store.set_worker(run.name, attempts=attempt, pid=None, pid_start=None)
+        message = f"{why[0].upper()}{why[1:]}; resuming from the latest checkpoint (attempt {attempt} of {limit})"
+        self.store.update_run(run.name, status=RunStatus.PENDING, details=message,
+                              event=(EventType.QUEUED.value, message, {"reason": why, "attempt": attempt, "autoresume": True}))
+        with self._lock:
+            self._wake.notify_all()
 
     def _finish(self, name: str, status: RunStatus, etype: EventType, message: str, data: dict | None = None, **fields) -> TrainingRun:
         run, _ = self.store.update_run(
@@ -280,6 +389,7 @@ class RunService:
         return f"{slug}-{''.join(secrets.choice(alphabet) for _ in range(6))}"
 
 
+EXIT_STOPPED = 143  # the worker's exit code after SIGTERM (training/worker.py)
 _WORKER_FIELDS = {"adapter", "mlflow_experiment_id", "mlflow_run_id", "registered_model_name", "registered_model_version", "estimated_end_time", "progress"}
 
 
