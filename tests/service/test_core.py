@@ -123,3 +123,13 @@ def test_a_run_whose_launch_raises_fails_with_the_reason_and_the_next_run_still_
     assert service.get(good.name).status is RunStatus.COMPLETED
     assert service.health()["scheduler"] == "alive"
     service.shutdown()
+
+
+def test_without_validation_the_cheap_checks_still_refuse_a_direct_create(home, model_and_data):
+    home.mkdir(parents=True, exist_ok=True)
+    service = RunService(Store(home / "t.db"), max_concurrent=0)
+    with pytest.raises(InvalidInputError) as err:
+        service.create(RunRequest(model=model_and_data[0], train_data_path="relative/train.jsonl", register_to="x" * 5000,
+                                  validate_inputs=False))
+    assert {p.field for p in err.value.problems} >= {"train_data_path", "register_to"}
+    assert service.list() == []

@@ -20,7 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from tunedeck.errors import InvalidInputError, Problem, RunNotFoundError
-from tunedeck.inputs.validate import RunRequest, request_problems
+from tunedeck.inputs.validate import RunRequest
 from tunedeck.service.core import RunService
 from tunedeck.service.schemas import DataCheckRequest, EventsPublic, MetricsPublic, ProblemsPublic, RunCreate, RunsPublic
 from tunedeck.types import RunStatus
@@ -95,12 +95,7 @@ def create_app(service: RunService, token: str, home: Path) -> FastAPI:
     def create_run(body: RunCreate, svc: Service) -> dict[str, Any]:
         """Create a training run; with validate_inputs every input is checked first (and without it,
         still every parameter's type, length, name and path syntax)."""
-        req = RunRequest(**body.model_dump())
-        if not req.validate_inputs:
-            problems = request_problems(req)
-            if problems:
-                raise InvalidInputError(problems)
-        return svc.create(req).to_dict()
+        return svc.create(RunRequest(**body.model_dump())).to_dict()
 
     @runs.get("")
     def list_runs(svc: Service, limit: Limit = None, status: Annotated[list[RunStatus] | None, Query()] = None) -> RunsPublic:

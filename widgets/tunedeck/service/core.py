@@ -22,7 +22,7 @@ from typing import Any
 from tunedeck import config
 from tunedeck.errors import InvalidInputError, Problem, RunNotFoundError
 from tunedeck.inputs import catalog, params
-from tunedeck.inputs.validate import RunRequest, build_spec
+from tunedeck.inputs.validate import RunRequest, build_spec, request_problems
 from tunedeck.service.store import RunExistsError, Store
 from tunedeck.service.worker_process import WorkerExit, WorkerProcess
 from tunedeck.types import Checkpoint, EventType, ModelInfo, RunStatus, TrainingEvent, TrainingRun, utcnow
@@ -122,8 +122,13 @@ class RunService:
             _, problems = build_spec(req, name, check_data=True)
             if problems:
                 raise InvalidInputError(problems)  # nothing stored
-        else:
-            _check_required(req)
+        else:  # still the cheap checks: types, lengths, names, path syntax (nothing is read)
+            problems = request_problems(req)
+            named = {p.field for p in problems}
+            problems += [Problem(f, "is required") for f in ("model", "train_data_path", "register_to")
+                         if not getattr(req, f) and f not in named]
+            if problems:
+                raise InvalidInputError(problems)
         run = TrainingRun(
             name=name,
             status=RunStatus.PENDING,
@@ -391,12 +396,6 @@ class RunService:
 
 EXIT_STOPPED = 143  # the worker's exit code after SIGTERM (training/worker.py)
 _WORKER_FIELDS = {"adapter", "mlflow_experiment_id", "mlflow_run_id", "registered_model_name", "registered_model_version", "estimated_end_time", "progress"}
-
-
-def _check_required(req: RunRequest) -> None:
-    problems = [Problem(f, "is required") for f in ("model", "train_data_path", "register_to") if not getattr(req, f)]
-    if problems:
-        raise InvalidInputError(problems)
 
 
 def _describe_exit(code: int, tail: str) -> str:
