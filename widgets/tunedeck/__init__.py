@@ -4,12 +4,19 @@
     run = fm.create(model="SmolLM2-135M-Instruct", train_data_path="train.jsonl", register_to="main.demo")
     fm.get_events(run, follow=True)
 
-Importing tunedeck stays light (no torch, no transformers): the training runs in a local service.
+Code written for the reference client (databricks-genai 1.1.8) runs with ``databricks.model_training``
+replaced by ``tunedeck`` in its imports: tunedeck.foundation_model, tunedeck.exceptions (also
+tunedeck.api.exceptions) and tunedeck.types with the reference's submodules. docs/reference-compatibility.md
+lists every name.
+
+Importing tunedeck stays light (no torch, no transformers, no HTTP or widget library): the training
+runs in a local service.
 """
 
 from __future__ import annotations
 
-from tunedeck import foundation_model
+from tunedeck import exceptions, foundation_model
+from tunedeck import types as _types
 from tunedeck.errors import (
     AuthenticationError,
     InvalidInputError,
@@ -37,6 +44,8 @@ __all__ = [
     "TrainingEvent",
     "TrainingRun",
     "TunedeckError",
+    "__version__",
+    "exceptions",
     "foundation_model",
     "form",
     "monitor",
@@ -63,3 +72,18 @@ def runs():
     from tunedeck.ui import runs as _runs
 
     return _runs()
+
+
+def _show_monitor(run) -> bool:
+    """How a TrainingRun shows in a notebook: its live monitor (False where the widgets are missing)."""
+    try:
+        from tunedeck.ui import monitor as _monitor
+    except ImportError:  # the widgets are optional for a bare API client
+        return False
+    from IPython.display import display
+
+    display(_monitor(run))
+    return True
+
+
+_types._display = _show_monitor

@@ -1,20 +1,46 @@
 """The Model Training API: ``from tunedeck import foundation_model as fm``.
 
-Same names, parameters and defaults as the reference client, running on the local tunedeck service.
-Every function that takes a run accepts a TrainingRun or a run name.
+The reference client's functions (databricks-genai 1.1.8, ``databricks.model_training.foundation_model``)
+with its parameter names, order and defaults, on the local tunedeck service: code written for the
+reference runs with only the import changed. docs/reference-compatibility.md lists each name and how
+tunedeck differs. Every function that takes a run accepts a TrainingRun or a run name.
+tunedeck's own, which the reference lacks: delete(), check_inputs(), iter_events(), create(adapter=...).
 """
 
 from __future__ import annotations
 
 import builtins
 import getpass
+import json
 import os
 import sys
 import time
-from typing import Iterator, Sequence, Union
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence, Union
 
-from tunedeck.client import get_client
-from tunedeck.types import Checkpoint, EventType, LoRA, ModelInfo, TrainingEvent, TrainingRun, TunedeckList
+from tunedeck import types as _types
+from tunedeck.errors import InvalidInputError, RunNotFoundError, TunedeckError
+from tunedeck.exceptions import (
+    DatabricksGenAIResponseError,
+    DatabricksModelTrainingRequestError,
+    InvalidInputs,
+    RunNotFound,
+    ValidationError,
+)
+from tunedeck.types import (
+    CheckpointPath,
+    EventType,
+    LoRA,
+    ModelInfo,
+    PaginatedList,
+    RunStatus,
+    TrainingEvent,
+    TrainingRun,
+    TunedeckList,
+)
+
+if TYPE_CHECKING:
+    from tunedeck.client.http import ServiceClient
 
 __all__ = [
     "LoRA",
@@ -32,6 +58,15 @@ __all__ = [
 
 RunRef = Union[TrainingRun, str]
 POLL_SECONDS = 1.0
+DEFAULT_LIMIT = 100  # list(): the reference's default page size
+
+
+def get_client() -> ServiceClient:
+    """The service's client (tunedeck.client.get_client), imported on first use: importing the API
+    loads no HTTP library."""
+    from tunedeck.client import get_client as service_client
+
+    return service_client()
 
 
 def _name(run: RunRef) -> str:
@@ -50,20 +85,23 @@ def create(
     train_data_path: str,
     register_to: str,
     *,
-    task_type: str = "CHAT_COMPLETION",
+    experiment_path: str | None = "",
+    task_type: str | None = "CHAT_COMPLETION",
     eval_data_path: str | None = None,
     eval_prompts: Sequence[str] | None = None,
     custom_weights_path: str | None = None,
     training_duration: str | None = None,
     learning_rate: str | float | None = None,
     context_length: int | None = None,
-    experiment_path: str | None = None,
+    validate_inputs: bool | None = True,
     data_prep_cluster_id: str | None = None,
-    validate_inputs: bool = True,
     adapter: str | LoRA | dict | None = None,
 ) -> TrainingRun:
     """Create a training run. With ``validate_inputs`` (the default) every path, the data format and
-    every parameter are checked first, and an InvalidInputError lists each problem with its place.
+    every parameter are checked first, and an InvalidInputError lists each problem with its place
+    (it is also the reference's ValidationError and MAPIException, status 400).
+
+    ``experiment_path`` empty (the default): ``/Users/<you>/<run name>``. ``task_type`` None: CHAT_COMPLETION.
 
     ``adapter`` is tunedeck's own option (the reference has none): ``None`` fine-tunes every weight;
     ``"lora"`` trains LoRA adapters on a frozen base (far less memory: the way to 1B-70B models),
@@ -72,15 +110,20 @@ def create(
     """
     params = _params(
         _model_path(model), _data_path(train_data_path), register_to,
-        task_type=task_type, eval_data_path=_data_path(eval_data_path),
+        task_type=task_type or "CHAT_COMPLETION", eval_data_path=_data_path(eval_data_path),
         eval_prompts=builtins.list(eval_prompts) if isinstance(eval_prompts, (builtins.list, tuple)) else eval_prompts,
         custom_weights_path=_weights_path(custom_weights_path), training_duration=training_duration,
-        learning_rate=learning_rate, context_length=context_length, experiment_path=experiment_path,
+        learning_rate=learning_rate, context_length=context_length, experiment_path=experiment_path or None,
         data_prep_cluster_id=data_prep_cluster_id,
         adapter=_adapter(adapter),
     )
-    params["validate_inputs"] = validate_inputs
-    return get_client().create_run(params)
+    params["validate_inputs"] = bool(validate_inputs)
+    try:
+        return get_client().create_run(params)
+    except InvalidInputs:
+        raise
+    except InvalidInputError as refused:
+        raise InvalidInputs(refused.problems) from None
 
 
 def _adapter(adapter: str | LoRA | dict | None) -> str | dict | None:
@@ -131,28 +174,177 @@ def _weights_path(path):
     return _absolute(path) if _is_local_relative(path) else path
 
 
-def get(run: RunRef) -> TrainingRun:
-    """The run as the service sees it now."""
-    return get_client().get_run(_name(run))
+def _unknown_run(err: RunNotFoundError) -> RunNotFound:
+    """tunedeck's RunNotFoundError as one that is also the reference's DatabricksGenAIResponseError."""
+    return err if isinstance(err, RunNotFound) else RunNotFound(str(err))
 
 
-def list(*, statuses: Sequence[str] | None = None, limit: int | None = None) -> TunedeckList[TrainingRun]:
-    """Runs, newest first; ``.to_pandas()`` for a DataFrame."""
-    status_names = [str(getattr(s, "value", s)) for s in statuses] if statuses else None
-    return TunedeckList(get_client().list_runs(limit=limit, statuses=status_names))
+def get(training_run: RunRef) -> TrainingRun:
+    """The run as the service sees it now. An unknown name raises RunNotFoundError (also the
+    reference's DatabricksGenAIResponseError)."""
+    try:
+        return get_client().get_run(_name(training_run))
+    except RunNotFoundError as err:
+        raise _unknown_run(err) from None
 
 
-def cancel(runs: RunRef | Sequence[RunRef]) -> int:
-    """Cancel one run or several; returns how many were still active."""
-    refs = runs if isinstance(runs, (builtins.list, tuple)) else [runs]
+# -- list -------------------------------------------------------------------------------------------
+_DATETIME_FORMATS = (  # the reference's parse_datetime(): local time
+    "%Y-%m-%d", "%m-%d-%Y", "%H:%M:%S.%f", "%H:%M:%S", "%Y-%m-%d %H:%M:%S.%f", "%m-%d-%Y %H:%M:%S.%f",
+    "%Y-%m-%d %H:%M:%S", "%m-%d-%Y %H:%M:%S",
+)
+_EARLIEST = datetime.min.replace(tzinfo=timezone.utc)
+
+
+def _moment(value: str | datetime, name: str) -> datetime:
+    """``before`` / ``after`` as an aware datetime: a naive one (or a string) is local time, as in the reference."""
+    if isinstance(value, datetime):
+        return value.astimezone()
+    if isinstance(value, str):
+        for fmt in _DATETIME_FORMATS:
+            try:
+                return datetime.strptime(value, fmt).astimezone()
+            except ValueError:
+                pass
+        try:  # tunedeck also reads ISO 8601 ('2026-01-02T12:00:00+00:00')
+            return datetime.fromisoformat(value).astimezone()
+        except ValueError:
+            pass
+    raise ValidationError(
+        f"{name}: invalid datetime format {value!r}. Examples: '2023-01-13', '01-12-2023 05:32:23.34', "
+        "'2023-12-30 05:34:23'"
+    )
+
+
+def _order(run: TrainingRun) -> tuple[datetime, str]:
+    """Newest first: the service's order (created_at, then name, descending); the paging cursor."""
+    return (run.created_at or _EARLIEST, run.name)
+
+
+def _cursor(run: TrainingRun) -> str:
+    created, name = _order(run)
+    return json.dumps([created.isoformat(), name])
+
+
+def _after_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        created, name = json.loads(cursor)
+        return datetime.fromisoformat(created), str(name)
+    except (ValueError, TypeError) as err:
+        raise ValidationError(f"cursor: {cursor!r} is not a cursor from a list() page") from err
+
+
+def _experiment_matcher(runs: Sequence[TrainingRun], experiment_id: str) -> Callable[[TrainingRun], bool]:
+    """Runs in the MLflow experiment ``experiment_id``. A run learns its experiment id when it starts
+    tracking; one not yet started belongs to it when its experiment_path is that experiment's."""
+    paths = {r.experiment_path for r in runs if r.mlflow_experiment_id == experiment_id and r.experiment_path}
+    return lambda r: r.mlflow_experiment_id == experiment_id or (not r.mlflow_experiment_id and r.experiment_path in paths)
+
+
+def _check_limit(limit: int | None) -> int | None:
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValidationError(f"limit: must be a whole number of at least 1, or None for every run; found {limit!r}")
+    return limit
+
+
+def list(  # noqa: A001 - the reference's name
+    training_runs: Sequence[RunRef] | None = None,
+    experiment_id: str | None = None,
+    *,
+    statuses: Sequence[str | RunStatus] | None = None,
+    user_emails: Sequence[str] | None = None,
+    before: str | datetime | None = None,
+    after: str | datetime | None = None,
+    include_details: bool = True,
+    limit: int | None = DEFAULT_LIMIT,
+) -> PaginatedList[TrainingRun]:
+    """Runs, newest first, at most ``limit`` (None: all); ``.has_next_page`` and ``.next_page()`` for
+    more, ``.to_pandas()`` for a DataFrame.
+
+    Filters, all optional and combined: ``training_runs`` (names or runs), ``experiment_id`` (MLflow),
+    ``statuses``, ``user_emails`` (tunedeck records the creator's user name there), ``before`` (created
+    before) and ``after`` (created at or after: a datetime, or a string such as '2024-01-31' or
+    '2024-01-31 13:00:00', local time). ``include_details`` is accepted; tunedeck's runs always carry
+    every detail.
+    """
+    del include_details  # every run record is complete
+    names = {_name(r) for r in training_runs} if training_runs else None
+    status_names = sorted({RunStatus.from_string(s).value for s in statuses}) if statuses else None
+    emails = {str(e) for e in user_emails} if user_emails else None
+    start = _moment(before, "before") if before else None
+    end = _moment(after, "after") if after else None
+    experiment = str(experiment_id) if experiment_id else None
+
+    def page(cursor: str | None, size: int | None) -> PaginatedList[TrainingRun]:
+        runs = get_client().list_runs(statuses=status_names)
+        in_experiment = _experiment_matcher(runs, experiment) if experiment else None
+        last = _after_cursor(cursor) if cursor else None
+        found = sorted(
+            (r for r in runs
+             if (names is None or r.name in names)
+             and (status_names is None or r.status.value in status_names)
+             and (emails is None or r.created_by in emails)
+             and (in_experiment is None or in_experiment(r))
+             and (start is None or (r.created_at is not None and r.created_at < start))
+             and (end is None or (r.created_at is not None and r.created_at >= end))
+             and (last is None or _order(r) < last)),
+            key=_order, reverse=True,
+        )
+        more = size is not None and len(found) > size
+        shown = found[:size] if size is not None else found
+        return PaginatedList(
+            shown, cursor=_cursor(shown[-1]) if more else None, has_next_page=more,
+            fetch=lambda next_cursor, next_size: page(next_cursor, _check_limit(next_size) or size),
+        )
+
+    return page(None, _check_limit(limit))
+
+
+# -- cancel, delete ---------------------------------------------------------------------------------
+def cancel(
+    runs: RunRef | Sequence[RunRef] | None = None,
+    experiment_id: str | None = None,
+) -> int:
+    """Cancel a run, several runs, or every active run of an MLflow experiment; returns how many were
+    still active (runs not found or already ended are counted out, as the reference does).
+
+    Raises DatabricksModelTrainingRequestError when given neither or both, or when the service fails
+    (its error chained as the cause).
+    """
+    if not (runs or experiment_id):
+        raise DatabricksModelTrainingRequestError("Must provide training run(s) or MLflow experiment ID to cancel")
+    if runs and experiment_id:
+        raise DatabricksModelTrainingRequestError(
+            "Cannot provide both training run(s) and MLflow experiment ID to cancel. Please specify one or the other.")
     client = get_client()
-    cancelled = 0
-    for ref in refs:
-        before = client.get_run(_name(ref))
-        if not before.status.is_terminal():
-            client.cancel_run(before.name)
-            cancelled += 1
-    return cancelled
+    asked: builtins.list[str] = []
+    cancelled: builtins.list[str] = []
+    try:
+        if experiment_id:
+            every = client.list_runs()
+            in_experiment = _experiment_matcher(every, str(experiment_id))
+            targets = [r.name for r in every if in_experiment(r) and not r.status.is_terminal()]
+        else:
+            refs = [runs] if isinstance(runs, (str, TrainingRun)) else builtins.list(runs)  # type: ignore[arg-type]
+            targets = asked = [_name(r) for r in refs]
+        for name in targets:
+            try:
+                now = client.get_run(name)
+            except RunNotFoundError:
+                continue
+            if not now.status.is_terminal():
+                client.cancel_run(now.name)
+                cancelled.append(now.name)
+    except TunedeckError as err:
+        what = f"training run(s) {runs}" if runs else f"MLflow experiment ID {experiment_id}"
+        raise DatabricksModelTrainingRequestError(f"Failed to cancel {what}: {err}") from err
+    if not cancelled:
+        print("No active runs found to cancel.")
+    else:
+        missing = len(asked) - len(cancelled)
+        rest = f" {missing} run(s) were not found or already terminated." if missing > 0 else ""
+        print(f"Canceled {', '.join(cancelled)} successfully.{rest}")
+    return len(cancelled)
 
 
 def delete(runs: RunRef | Sequence[RunRef]) -> int:
@@ -168,9 +360,22 @@ def get_models() -> TunedeckList[ModelInfo]:
     return TunedeckList(get_client().models())
 
 
-def get_checkpoints(run: RunRef) -> TunedeckList[Checkpoint]:
-    """Checkpoints of a run; pass one's path (or the latest-sharded-rank0.symlink) as custom_weights_path."""
-    return TunedeckList(get_client().checkpoints(_name(run)))
+def get_checkpoints(training_run: RunRef) -> TunedeckList[CheckpointPath]:
+    """The paths of the run's checkpoints (``ep{E}-ba{B}`` folders), oldest first: pass one as
+    ``custom_weights_path``. Each is a ``str`` that also has the checkpoint's ``name``, ``epoch``,
+    ``batch``, ``created_at``, ``is_latest``; ``.to_pandas()`` tabulates them."""
+    if training_run is None:
+        raise DatabricksGenAIResponseError("Must provide training run object to retrieve checkpoints")
+    try:
+        found = get_client().checkpoints(_name(training_run))
+    except RunNotFoundError as err:
+        raise _unknown_run(err) from None
+    except TunedeckError as err:
+        raise DatabricksGenAIResponseError(f"Checkpoints could not be retrieved for {_name(training_run)}: {err}") from err
+    paths: TunedeckList[CheckpointPath] = TunedeckList(CheckpointPath(c) for c in found)
+    if not paths:
+        print("No checkpoints created yet for this run. Please try again later.")
+    return paths
 
 
 def iter_events(run: RunRef, after: int = 0, poll_seconds: float = POLL_SECONDS) -> Iterator[TrainingEvent]:
@@ -188,14 +393,21 @@ def iter_events(run: RunRef, after: int = 0, poll_seconds: float = POLL_SECONDS)
             time.sleep(poll_seconds)
 
 
-def get_events(run: RunRef, follow: bool = False) -> TunedeckList[TrainingEvent]:
+def get_events(training_run: RunRef, follow: bool = False) -> TunedeckList[TrainingEvent]:
     """The run's events, oldest first.
 
     With ``follow=True``, wait until the run ends while printing each new event under a progress bar
     (a terminal bar in a shell, a widget bar in a notebook), then return them all.
     """
-    if not follow:
-        return TunedeckList(get_client().events(_name(run)))
+    try:
+        if not follow:
+            return TunedeckList(get_client().events(_name(training_run)))
+        return _follow(training_run)
+    except RunNotFoundError as err:
+        raise _unknown_run(err) from None
+
+
+def _follow(run: RunRef) -> TunedeckList[TrainingEvent]:
     if "ipykernel" in sys.modules:
         from tqdm.auto import tqdm  # a widget bar in a notebook
 
@@ -239,3 +451,8 @@ def _short(event: TrainingEvent) -> str:
     if d.get("eta_seconds") is not None:
         parts.append(f"ETA {int(d['eta_seconds']) // 60}m {int(d['eta_seconds']) % 60:02d}s")
     return ", ".join(parts)
+
+
+# TrainingRun.refresh() / cancel() / get_events() / events call this module through tunedeck.types._api,
+# so that tunedeck.types imports nothing of the API.
+_types._api = sys.modules[__name__]  # type: ignore[assignment]

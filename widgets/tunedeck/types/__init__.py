@@ -1,31 +1,70 @@
 """The objects the API returns: runs, events, statuses, models, checkpoints.
 
 They cross the HTTP boundary as plain JSON (``to_dict`` / ``from_dict``) and render in a notebook as
-tables whose every cell is escaped text.
+tables whose every cell is escaped text. Their names, attributes and methods are those of the
+reference client's ``databricks.model_training.types`` (databricks-genai 1.1.8), plus tunedeck's own;
+the submodules ``run_status``, ``training_run``, ``training_constants``, ``train_config`` and
+``common`` re-export them under the reference's module names.
+
+This package imports no other part of tunedeck. What a run does through the API (``refresh()``,
+``cancel()``, ``get_events()``, the lazily read ``events``) goes through ``_api``, which
+tunedeck.foundation_model installs when it is imported; how a run shows in a notebook goes through
+``_display``, which the tunedeck package installs (its live monitor, when the widgets are there).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import html
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from enum import Enum
-from typing import Any, Generic, Iterable, TypeVar
+from enum import Enum, EnumMeta
+from typing import Any, Callable, Generic, Iterable, Protocol, TypeVar, Union
 
 __all__ = [
     "Checkpoint",
-    "LoRA",
+    "CheckpointPath",
     "EventType",
+    "LoRA",
     "ModelInfo",
+    "PaginatedList",
     "RunStatus",
+    "TrainConfig",
+    "TrainingConstants",
     "TrainingEvent",
+    "TrainingModelConstants",
     "TrainingRun",
     "TunedeckList",
 ]
 
 
-class RunStatus(str, Enum):
+class _StatusMeta(EnumMeta):
+    """Gives RunStatus the reference's class property ``RunStatus.order``."""
+
+    @property
+    def order(cls) -> list[RunStatus]:
+        """The statuses from latest to earliest in a run's life (the reference's order)."""
+        return [
+            RunStatus.FAILED,
+            RunStatus.STOPPED,
+            RunStatus.COMPLETED,
+            RunStatus.TERMINATING,
+            RunStatus.RUNNING,
+            RunStatus.STARTING,
+            RunStatus.QUEUED,
+            RunStatus.PENDING,
+            RunStatus.UNKNOWN,
+        ]
+
+
+class RunStatus(str, Enum, metaclass=_StatusMeta):
+    """A run's status. Compares by lifecycle, as the reference's does:
+    UNKNOWN < PENDING < QUEUED < STARTING < RUNNING < TERMINATING < COMPLETED < STOPPED < FAILED.
+
+    Also a ``str`` (``RunStatus.RUNNING == "RUNNING"``), which the reference's is not.
+    """
+
     PENDING = "PENDING"
     QUEUED = "QUEUED"
     STARTING = "STARTING"
@@ -36,18 +75,72 @@ class RunStatus(str, Enum):
     FAILED = "FAILED"
     UNKNOWN = "UNKNOWN"
 
+    def _rank(self, other: object) -> tuple[int, int]:
+        if not isinstance(other, RunStatus):
+            raise TypeError(f"Cannot compare order of ``RunStatus`` and {type(other)}")
+        order = type(self).order
+        return order.index(self), order.index(other)
+
+    def __lt__(self, other: object) -> bool:  # type: ignore[override]
+        mine, theirs = self._rank(other)
+        return mine > theirs
+
+    def __gt__(self, other: object) -> bool:  # type: ignore[override]
+        mine, theirs = self._rank(other)
+        return mine < theirs
+
+    def __le__(self, other: object) -> bool:  # type: ignore[override]
+        mine, theirs = self._rank(other)
+        return mine >= theirs
+
+    def __ge__(self, other: object) -> bool:  # type: ignore[override]
+        mine, theirs = self._rank(other)
+        return mine <= theirs
+
+    __hash__ = str.__hash__
+
+    def before(self, other: RunStatus, inclusive: bool = False) -> bool:
+        """True if this status usually comes before ``other`` (``RUNNING.before(COMPLETED)``)."""
+        return (self < other) or (inclusive and self == other)
+
+    def after(self, other: RunStatus, inclusive: bool = False) -> bool:
+        """True if this status usually comes after ``other`` (``COMPLETED.after(RUNNING)``)."""
+        return (self > other) or (inclusive and self == other)
+
     def is_terminal(self) -> bool:
-        return self in (RunStatus.COMPLETED, RunStatus.STOPPED, RunStatus.FAILED)
+        """COMPLETED, STOPPED or FAILED: the run will not change any more."""
+        return self.after(RunStatus.COMPLETED, inclusive=True)
 
     @classmethod
-    def parse(cls, value: str) -> "RunStatus":
+    def from_string(cls, run_status: str | RunStatus) -> RunStatus:
+        """'RUNNING', 'running' or 'Running' -> RunStatus.RUNNING; anything else -> UNKNOWN."""
+        if isinstance(run_status, RunStatus):
+            return run_status
+        try:
+            return cls[_camel_to_snake(run_status).upper()]
+        except (TypeError, KeyError):
+            return cls.UNKNOWN
+
+    @classmethod
+    def parse(cls, value: str) -> RunStatus:
+        """The status stored under exactly this value, or UNKNOWN."""
         try:
             return cls(value)
         except ValueError:
             return cls.UNKNOWN
 
+    @property
+    def display_name(self) -> str:
+        """'Running', 'Completed', ..."""
+        return "".join(word.title() for word in self.value.split("_"))
+
     def __str__(self) -> str:
         return self.value
+
+
+def _camel_to_snake(text: str) -> str:
+    text = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", text)
+    return re.sub("([a-z0-9])([A-Z])", r"\1_\2", text).lower()
 
 
 class EventType(str, Enum):
@@ -73,6 +166,11 @@ class EventType(str, Enum):
 
 
 TERMINAL_EVENTS = frozenset({EventType.COMPLETED.value, EventType.FAILED.value, EventType.STOPPED.value})
+# The reference's TrainingEvent.is_terminal_state() also accepts CANCELED, an event tunedeck never emits.
+REFERENCE_TERMINAL_EVENTS = frozenset({*TERMINAL_EVENTS, "CANCELED"})
+
+# The reference's run_progress bar: 10 cells.
+PROGRESS = ["■" * i + "□" * (10 - i) for i in range(11)]
 
 
 def _parse_time(value: Any) -> datetime | None:
@@ -87,6 +185,41 @@ def _time_str(value: datetime | None) -> str | None:
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def seconds_to_str(seconds: float) -> str:
+    """45 -> '45s', 300 -> '5min', 7200 -> '2hr', 3 days -> '3d' (the reference's formatted_eta)."""
+    if seconds < 60:
+        return f"{int(seconds)}s"
+    if seconds < 3600:
+        return f"{int(seconds / 60)}min"
+    if seconds < 24 * 3600:
+        return f"{int(seconds / 3600)}hr"
+    return f"{int(seconds / 3600 / 24)}d"
+
+
+# -- what the API and the notebook install ----------------------------------------------------------
+RunRef = Union["TrainingRun", str]
+
+
+class RunAPI(Protocol):
+    """The part of tunedeck.foundation_model a TrainingRun's methods call."""
+
+    def get(self, training_run: RunRef) -> TrainingRun: ...
+
+    def cancel(self, runs: Any = None, experiment_id: str | None = None) -> int: ...
+
+    def get_events(self, training_run: RunRef, follow: bool = False) -> TunedeckList[TrainingEvent]: ...
+
+
+_api: RunAPI | None = None  # installed by tunedeck.foundation_model when it is imported
+_display: Callable[[Any], bool] | None = None  # installed by tunedeck: shows a run's monitor; False if it cannot
+
+
+def _require_api() -> RunAPI:
+    if _api is None:  # only if tunedeck.types was loaded without the tunedeck package (it never is)
+        raise RuntimeError("tunedeck.foundation_model is not loaded: `from tunedeck import foundation_model` first")
+    return _api
 
 
 @dataclass(frozen=True)
@@ -126,7 +259,7 @@ class LoRA:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "LoRA":
+    def from_dict(cls, d: dict[str, Any]) -> LoRA:
         modules = d.get("target_modules")
         return cls(
             rank=d.get("rank", 16),
@@ -151,6 +284,10 @@ class TrainingEvent:
     def is_terminal(self) -> bool:
         return self.type in TERMINAL_EVENTS
 
+    def is_terminal_state(self) -> bool:
+        """The reference's name: True for the run's last event (COMPLETED, FAILED, STOPPED)."""
+        return self.type in REFERENCE_TERMINAL_EVENTS
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "type": self.type,
@@ -161,16 +298,53 @@ class TrainingEvent:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainingEvent":
+    def from_dict(cls, d: dict[str, Any]) -> TrainingEvent:
         return cls(d["type"], _parse_time(d["time"]), d.get("message", ""), d.get("sequence", 0), d.get("data") or {})
 
     def _row(self) -> dict[str, Any]:
-        return {"sequence": self.sequence, "time": self.time, "type": self.type, "message": self.message}
+        # the reference's to_pandas() columns (type, time, message), then tunedeck's
+        return {"type": self.type, "time": self.time, "message": self.message, "sequence": self.sequence}
+
+
+@dataclass
+class TrainConfig:
+    """What a run was created with, under the reference's TrainConfig names (``run.submitted_config``).
+
+    Read from the run record: where the run filled in a default (learning rate, context length,
+    duration), it shows the value the run uses.
+    """
+
+    model: str
+    train_data_path: str
+    save_folder: str | None = None
+    task_type: str | None = "INSTRUCTION_FINETUNE"
+    eval_data_path: str | None = None
+    eval_prompts: list[str] | None = None
+    custom_weights_path: str | None = None
+    training_duration: str | None = None
+    training_durations: list[str] | None = None
+    experiment_tracker: dict[str, Any] | None = None
+    learning_rate: float | None = None
+    learning_rates: list[float] | None = None
+    context_length: int | None = None
+    data_prep_config: dict[str, Any] | None = None
+    disable_credentials_check: bool | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def __str__(self) -> str:
+        return "\n".join(f"{k}: {v}" for k, v in self.to_dict().items() if v is not None)
 
 
 @dataclass
 class TrainingRun:
-    """A training run and every parameter it was created with."""
+    """A training run and every parameter it was created with.
+
+    Also answers to the reference's names: ``experiment_id``, ``run_id`` (MLflow), ``save_folder``,
+    ``submitted_experiment_path``, ``submitted_config``, ``events``, ``run_progress``,
+    ``formatted_eta``, ``formatted_events``, ``refresh()``, ``cancel()``, ``get_events()``.
+    """
 
     name: str
     status: RunStatus
@@ -210,6 +384,124 @@ class TrainingRun:
         end = self.completed_at or utcnow()
         return (end - self.started_at).total_seconds()
 
+    # -- the reference's names ----------------------------------------------------------------------
+    @property
+    def experiment_id(self) -> str | None:
+        """The MLflow experiment id (set once the run has started tracking)."""
+        return self.mlflow_experiment_id
+
+    @experiment_id.setter
+    def experiment_id(self, value: str | None) -> None:
+        self.mlflow_experiment_id = value
+
+    @property
+    def run_id(self) -> str | None:
+        """The MLflow run id (set once the run has started tracking)."""
+        return self.mlflow_run_id
+
+    @run_id.setter
+    def run_id(self, value: str | None) -> None:
+        self.mlflow_run_id = value
+
+    @property
+    def submitted_experiment_path(self) -> str | None:
+        return self.experiment_path
+
+    @submitted_experiment_path.setter
+    def submitted_experiment_path(self, value: str | None) -> None:
+        self.experiment_path = value
+
+    @property
+    def save_folder(self) -> str | None:
+        """The folder the run saves into: its checkpoints are ``<save_folder>/checkpoints/ep#-ba#``."""
+        return self.__dict__.get("_save_folder", self.run_dir)
+
+    @save_folder.setter
+    def save_folder(self, value: str | None) -> None:
+        self.__dict__["_save_folder"] = value
+
+    @property
+    def submitted_config(self) -> TrainConfig:
+        return TrainConfig(
+            model=self.model,
+            train_data_path=self.train_data_path,
+            save_folder=self.save_folder,
+            task_type=self.task_type,
+            eval_data_path=self.eval_data_path,
+            eval_prompts=self.eval_prompts,
+            custom_weights_path=self.custom_weights_path,
+            training_duration=self.training_duration,
+            experiment_tracker={"mlflow": {"experiment_path": self.experiment_path,
+                                           "model_registry_path": self.register_to}},
+            learning_rate=self.learning_rate,
+            context_length=self.context_length,
+            data_prep_config={"clusterId": self.data_prep_cluster_id} if self.data_prep_cluster_id else None,
+            disable_credentials_check=not self.validate_inputs,
+        )
+
+    @property
+    def events(self) -> TunedeckList[TrainingEvent]:
+        """The run's events, read from the service on first use (then kept: ``refresh()`` for newer)."""
+        cached = self.__dict__.get("_events")
+        if cached is None:
+            cached = self.__dict__["_events"] = _require_api().get_events(self.name)
+        return cached
+
+    @events.setter
+    def events(self, value: Iterable[TrainingEvent] | None) -> None:
+        self.__dict__["_events"] = None if value is None else TunedeckList(value)
+
+    @property
+    def formatted_eta(self) -> str | None:
+        """Time left, as '12min', while the run is active and has an estimate."""
+        if self.status.is_terminal() or self.estimated_end_time is None:
+            return None
+        left = (self.estimated_end_time - utcnow()).total_seconds()
+        return seconds_to_str(left) if left > 0 else None
+
+    @property
+    def run_progress(self) -> str:
+        """'RUNNING ■■■■□□□□□□(40%)' while running, else the status."""
+        if self.status == RunStatus.RUNNING:
+            percent = self._percent()
+            if percent is not None:
+                return f"{RunStatus.RUNNING} {PROGRESS[percent // 10]}({percent}%)"
+        return f"{self.status}"
+
+    def _percent(self) -> int | None:
+        if self.progress is not None:  # tunedeck knows the steps done; the reference estimates from the ETA
+            return max(0, min(int(self.progress), 100))
+        if self.started_at is not None and self.estimated_end_time is not None:
+            total = (self.estimated_end_time - self.started_at).total_seconds()
+            elapsed = (utcnow() - self.started_at).total_seconds()
+            return max(0, min(int(elapsed / total * 100), 100)) if total > 0 else 100
+        return None
+
+    @property
+    def formatted_events(self) -> str:
+        return "<br>".join(f"<nobr>{html.escape(e.type)} {html.escape(str(e.time))}</nobr>" for e in self.events)
+
+    @property
+    def _get_mlflow_path_html_with_link(self) -> str:
+        """The reference's 'MLflow Run' column: <experiment path>/<run name>, once the run is tracked."""
+        if not self.mlflow_run_id or not self.experiment_path:
+            return ""
+        return f"{self.experiment_path}/{self.name}"
+
+    # -- the API, through the hook tunedeck.foundation_model installs ------------------------------
+    def refresh(self) -> TrainingRun:
+        """The run as the service sees it now (a new object; this one is unchanged)."""
+        return _require_api().get(self)
+
+    def cancel(self) -> int:
+        """Cancel the run: 1 if it was still active, 0 if it had already ended."""
+        return _require_api().cancel(self)
+
+    def get_events(self) -> TunedeckList[TrainingEvent]:
+        """The run's events, oldest first."""
+        return _require_api().get_events(self)
+
+    # -- serialization and display ----------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["status"] = self.status.value
@@ -218,7 +510,7 @@ class TrainingRun:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainingRun":
+    def from_dict(cls, d: dict[str, Any]) -> TrainingRun:
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in d.items() if k in names}
         kwargs["status"] = RunStatus.parse(d.get("status", "UNKNOWN"))
@@ -226,17 +518,21 @@ class TrainingRun:
             kwargs[key] = _parse_time(d.get(key))
         return cls(**kwargs)
 
-    def refresh(self) -> "TrainingRun":
-        """The run as the service sees it now."""
-        from tunedeck import foundation_model
-
-        return foundation_model.get(self.name)
-
     def _row(self) -> dict[str, Any]:
-        return {
+        # the reference's to_pandas() columns first (an empty value is ''), then tunedeck's
+        reference = {
             "name": self.name,
-            "status": self.status.value,
+            "run_progress": self.run_progress,
+            "_get_mlflow_path_html_with_link": self._get_mlflow_path_html_with_link,
             "model": self.model,
+            "learning_rate": self.learning_rate,
+            "training_duration": self.training_duration,
+            "train_data_path": self.train_data_path,
+            "register_to": self.register_to,
+        }
+        return {
+            **{k: v if v else "" for k, v in reference.items()},
+            "status": self.status.value,
             "task_type": self.task_type,
             "created_at": self.created_at,
             "duration_s": None if self.duration_seconds is None else round(self.duration_seconds, 1),
@@ -257,19 +553,16 @@ class TrainingRun:
 
     def _ipython_display_(self) -> None:
         """In a notebook a run shows its live monitor, or a table where widgets are unavailable."""
+        if _display is not None and _display(self):
+            return
         from IPython.display import display
 
-        try:
-            from tunedeck.ui import monitor
-        except ImportError:  # the widgets are optional for a bare API client
-            display({"text/html": self._repr_html_(), "text/plain": repr(self)}, raw=True)
-            return
-        display(monitor(self))
+        display({"text/html": self._repr_html_(), "text/plain": repr(self)}, raw=True)
 
 
 @dataclass
 class ModelInfo:
-    """A model this service can train."""
+    """A model this service can train (the reference's TrainingModelConstants, and more)."""
 
     name: str
     max_context_length: int
@@ -278,16 +571,32 @@ class ModelInfo:
     default_learning_rate: float | None = None
     parameters: int | None = None
 
+    @property
+    def display_name(self) -> str:
+        """The name shown for the model; tunedeck's models are shown by the name create() takes."""
+        return self.name
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelInfo":
+    def from_dict(cls, d: dict[str, Any]) -> ModelInfo:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
     def _row(self) -> dict[str, Any]:
-        return self.to_dict()
+        # the reference's to_pandas() columns (display_name, name, max_context_length), then tunedeck's
+        return {"display_name": self.display_name, **self.to_dict()}
+
+
+TrainingModelConstants = ModelInfo  # the reference's name
+
+
+@dataclass
+class TrainingConstants:
+    """The reference's container of model constants: ``models``."""
+
+    models: list[ModelInfo]
 
 
 @dataclass
@@ -307,11 +616,35 @@ class Checkpoint:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Checkpoint":
+    def from_dict(cls, d: dict[str, Any]) -> Checkpoint:
         return cls(d["name"], d["path"], d["epoch"], d["batch"], _parse_time(d.get("created_at")), d.get("is_latest", False))
 
     def _row(self) -> dict[str, Any]:
         return self.to_dict()
+
+
+class CheckpointPath(str):
+    """A checkpoint's path, as the reference's get_checkpoints() returns (a ``str``), that also carries
+    the checkpoint's details: ``.checkpoint`` and its fields ``name``, ``path``, ``epoch``, ``batch``,
+    ``created_at``, ``is_latest``."""
+
+    checkpoint: Checkpoint
+
+    def __new__(cls, checkpoint: Checkpoint) -> CheckpointPath:
+        self = super().__new__(cls, checkpoint.path)
+        self.checkpoint = checkpoint
+        return self
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("name", "path", "epoch", "batch", "created_at", "is_latest"):
+            return getattr(self.checkpoint, name)
+        raise AttributeError(name)
+
+    def __reduce__(self):  # pickles (and copies) as the plain path
+        return (str, (str(self),))
+
+    def _row(self) -> dict[str, Any]:
+        return self.checkpoint.to_dict()
 
 
 def _cell(value: Any) -> str:
@@ -328,10 +661,18 @@ T = TypeVar("T")
 
 
 class TunedeckList(list, Generic[T]):
-    """A list of API objects that converts with ``to_pandas()`` and shows as a table in a notebook."""
+    """A list of API objects that converts with ``to_pandas()`` and shows as a table in a notebook.
+
+    The reference's ObjectList with list behaviour: ``.data`` is the list itself, and ``to_pandas()``
+    has the reference's columns first, then tunedeck's.
+    """
 
     def __init__(self, items: Iterable[T] = ()):
         super().__init__(items)
+
+    @property
+    def data(self) -> TunedeckList[T]:
+        return self
 
     def to_pandas(self):
         import pandas as pd
@@ -348,3 +689,20 @@ class TunedeckList(list, Generic[T]):
             for r in rows
         )
         return f"<table class='tunedeck-table'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+class PaginatedList(TunedeckList[T]):
+    """One page of a listing (the reference's PaginatedObjectList): ``has_next_page``, ``cursor``,
+    ``next_page(limit=None)`` for the page after it (StopIteration when there is none)."""
+
+    def __init__(self, items: Iterable[T] = (), *, cursor: str | None = None, has_next_page: bool = False,
+                 fetch: Callable[[str, int | None], PaginatedList[T]] | None = None):
+        super().__init__(items)
+        self.cursor = cursor
+        self.has_next_page = has_next_page
+        self._fetch = fetch
+
+    def next_page(self, limit: int | None = None) -> PaginatedList[T]:
+        if not self.has_next_page or self._fetch is None or self.cursor is None:
+            raise StopIteration("No next page")
+        return self._fetch(self.cursor, limit)

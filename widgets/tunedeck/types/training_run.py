@@ -1,0 +1,5 @@
+"""``databricks.model_training.types.training_run``: TrainingRun, TrainingEvent."""
+
+from tunedeck.types import TrainingEvent, TrainingRun
+
+__all__ = ["TrainingEvent", "TrainingRun"]
