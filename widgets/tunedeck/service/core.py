@@ -395,7 +395,8 @@ class RunService:
 
 
 EXIT_STOPPED = 143  # the worker's exit code after SIGTERM (training/worker.py)
-_WORKER_FIELDS = {"adapter", "mlflow_experiment_id", "mlflow_run_id", "registered_model_name", "registered_model_version", "estimated_end_time", "progress"}
+_WORKER_FIELDS = {"adapter", "mlflow_experiment_id", "mlflow_run_id", "registered_model_name", "registered_model_version", "estimated_end_time", "progress",
+                  "learning_rate", "context_length", "training_duration"}  # the values the run uses, defaults filled in
 
 
 def _describe_exit(code: int, tail: str) -> str:

@@ -226,7 +226,8 @@ def run(spec: RunSpec, reporter: Reporter, stop: StopSignal | None = None) -> Re
         tags={"tunedeck.run": spec.name, **({"mlflow.user": spec.created_by} if spec.created_by else {})},
         run_id=spec.resume_mlflow_run_id,
     )
-    reporter.run(mlflow_experiment_id=tracker.experiment_id, mlflow_run_id=tracker.run_id)
+    reporter.run(mlflow_experiment_id=tracker.experiment_id, mlflow_run_id=tracker.run_id,  # and the values the run uses
+                 learning_rate=learning_rate, context_length=context_length, training_duration=str(duration))
 
     try:
         with stop.safe_points():
