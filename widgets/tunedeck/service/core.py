@@ -23,6 +23,7 @@ from tunedeck import config
 from tunedeck.errors import InvalidInputError, Problem, RunNotFoundError
 from tunedeck.inputs import catalog, params
 from tunedeck.inputs.validate import RunRequest, build_spec, request_problems
+from tunedeck.service.datacheck import DataChecker
 from tunedeck.service.store import RunExistsError, Store
 from tunedeck.service.worker_process import WorkerExit, WorkerProcess
 from tunedeck.types import Checkpoint, EventType, ModelInfo, RunStatus, TrainingEvent, TrainingRun, utcnow
@@ -44,6 +45,7 @@ class RunService:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._cancelled: set[str] = set()  # runs a user cancelled (never resumed)
+        self.data_checker = DataChecker()  # the form's data check (its tokenizer work runs in a helper process)
         self.scheduler_restarts = 0
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -87,6 +89,7 @@ class RunService:
             self._stopping = True
             self._wake.notify_all()
             workers = list(self._workers.items())
+        self.data_checker.close()
         for name, worker in workers:
             self._finish(name, RunStatus.STOPPED, EventType.STOPPED, "Stopped: the tunedeck service shut down")
             worker.kill()
@@ -235,7 +238,7 @@ class RunService:
         return catalog.list_models()
 
     def data_check(self, path: str, task_type: str, model: str | None, context_length: int | None) -> dict[str, Any]:
-        return data_check(path, task_type, model, context_length)
+        return self.data_checker.check(path, task_type, model, context_length)
 
     # -- scheduling -------------------------------------------------------------------------------
     def _schedule_loop(self) -> None:
@@ -426,37 +429,6 @@ def _is_int(v: Any) -> bool:
         return v is not None
     except (TypeError, ValueError):
         return False
-
-
-def data_check(path: str, task_type: str, model: str | None, context_length: int | None) -> dict[str, Any]:
-    """Rows, token counts and bad lines of a data file (loads the model's tokenizer, not the model)."""
-    from tunedeck.inputs.params import check_task_type
-    from tunedeck.inputs.paths import resolve_data
-
-    try:
-        task_type = check_task_type(task_type)
-    except ValueError as exc:
-        return {"ok": False, "problems": [Problem("task_type", str(exc)).to_dict()]}
-    source, problems = resolve_data(path, task_type, "train_data_path")
-    if problems:
-        return {"ok": False, "problems": [p.to_dict() for p in problems]}
-    info = catalog.resolve_model(model) if model else None
-    if info is None:
-        from tunedeck.inputs import datasets
-
-        problems = datasets.check_data(source, task_type, "train_data_path")
-        return {"ok": not problems, "problems": [p.to_dict() for p in problems], "note": "choose a model to count tokens"}
-    from tunedeck.training.datacheck import data_check as run_check
-
-    gguf = info.path.endswith(".gguf")
-    cached = config.home() / "cache" / "models" / info.name
-    if gguf and (cached / "tokenizer.json").exists():
-        model_path, gguf_file = str(cached), None
-    elif gguf:
-        model_path, gguf_file = str(Path(info.path).parent), Path(info.path).name
-    else:
-        model_path, gguf_file = info.path, None
-    return run_check(source, task_type, model_path, gguf_file=gguf_file, context_length=context_length)
 
 
 def _adapter_or_none(value: Any) -> dict | None:

@@ -14,6 +14,6 @@
     tracking    MLflow: experiment, run, params, metrics, generations, model, registry
     report      JSON-line reports to the service
     failures    TrainingFailure / StopRequested and SIGTERM handling
-    datacheck   the form's data check (tokenizer only)
+    datacheck   the form's data check (tokenizer only), in a helper process the service starts
     tiny        tiny random models built from scratch for tests and demos
 """

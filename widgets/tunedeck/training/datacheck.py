@@ -2,13 +2,21 @@
 
 Loads only the tokenizer (never the weights), so it answers in about a second for an HF folder. The
 token counts are those the trainer will see (same tokenization and loss masking as training).
+
+The service never imports this module (it would load transformers into the service): it runs
+``python -m tunedeck.training.datacheck --serve`` as a helper process and asks it one JSON line at a
+time (service/datacheck.py). Without ``--serve`` it answers the one request on stdin and exits.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import select
 import statistics
+import sys
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from tunedeck.errors import InvalidInputError
 from tunedeck.inputs.catalog import folder_problem
@@ -17,6 +25,7 @@ from tunedeck.inputs.params import check_task_type, default_context_length
 from tunedeck.inputs.spec import DataSource
 
 MAX_ROWS = 20_000  # tokenizing more only makes the form slower, not the answer better
+IDLE_EXIT_SECONDS = 600.0  # a --serve helper with no request for this long exits (the service starts another)
 
 
 def data_check(
@@ -118,14 +127,93 @@ def _model_failure(result: dict[str, Any], message: str, model_path: str | Path)
 
 
 def _tokenizer(model_path: Path, gguf_file: str | None, cache_dir: str | Path | None):
-    """The tokenizer and the model's maximum context length; a converted GGUF cache is used if present."""
+    """The tokenizer and the model's maximum context length; a converted GGUF cache is used if present.
+
+    The last few are kept while their files are unchanged: the service's helper process answers many
+    checks, and reading a tokenizer out of a GGUF file takes ~13 s here (an HF folder ~0.05 s)."""
     from transformers import AutoConfig, AutoTokenizer
 
     folder = model_path
     if gguf_file and cache_dir and (Path(cache_dir) / "config.json").is_file():
         folder, gguf_file = Path(cache_dir), None
+    key = (str(folder), gguf_file, _stamp(folder, gguf_file))
+    if key in _TOKENIZERS:
+        return _TOKENIZERS[key]
     kwargs = {"gguf_file": gguf_file} if gguf_file else {}
     tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
     config = AutoConfig.from_pretrained(folder, **kwargs)
     maximum = int(getattr(config, "max_position_embeddings", None) or tokenizer.model_max_length or 2048)
+    while len(_TOKENIZERS) >= _KEEP_TOKENIZERS:
+        _TOKENIZERS.pop(next(iter(_TOKENIZERS)))
+    _TOKENIZERS[key] = (tokenizer, maximum)
     return tokenizer, maximum
+
+
+_KEEP_TOKENIZERS = 2
+_TOKENIZERS: dict[tuple, tuple[Any, int]] = {}
+
+
+def _stamp(folder: Path, gguf_file: str | None) -> tuple:
+    """Size and modification time of the files a tokenizer is read from (a changed file is read again)."""
+    names = [gguf_file] if gguf_file else ["config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja",
+                                            "special_tokens_map.json", "tokenizer.model", "vocab.json", "merges.txt"]
+    stamp = []
+    for name in names:
+        try:
+            info = (folder / name).stat()
+            stamp.append((name, info.st_size, info.st_mtime_ns))
+        except OSError:
+            stamp.append((name, None, None))
+    return tuple(stamp)
+
+
+def answer(request: dict[str, Any]) -> dict[str, Any]:
+    """One request of the service's helper protocol: ``source`` (a DataSource as a dict), ``task_type``,
+    ``model_path``, ``gguf_file``, ``model_cache_dir``, ``context_length``."""
+    try:
+        source = DataSource(**request["source"])
+        return data_check(
+            source, request["task_type"], request["model_path"], gguf_file=request.get("gguf_file"),
+            context_length=request.get("context_length"), model_cache_dir=request.get("model_cache_dir"),
+        )
+    except Exception as error:  # noqa: BLE001 - the helper answers every request, and says why it could not
+        message = f"the data check failed: {type(error).__name__}: {str(error)[:300]}"
+        return {"ok": False, "message": message, "problems": [{"field": "train_data_path", "message": message, "file": None, "line": None}]}
+
+
+def serve(stdin: IO[bytes], stdout: IO[str], idle_exit: float = IDLE_EXIT_SECONDS) -> None:
+    """Answer one JSON request a line until stdin closes (the service is gone) or none comes for ``idle_exit`` s."""
+    fd, pending = stdin.fileno(), b""
+    while True:
+        while b"\n" not in pending:
+            ready, _, _ = select.select([fd], [], [], idle_exit)
+            chunk = os.read(fd, 1 << 20) if ready else b""
+            if not chunk:
+                return
+            pending += chunk
+        line, pending = pending.split(b"\n", 1)
+        try:
+            request = json.loads(line)
+        except ValueError:
+            request = None
+        result = answer(request) if isinstance(request, dict) else {"ok": False, "message": "not a JSON request", "problems": []}
+        stdout.write(json.dumps(result, default=str) + "\n")
+        stdout.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m tunedeck.training.datacheck [--serve]``: JSON requests on stdin, JSON answers on stdout."""
+    args = sys.argv[1:] if argv is None else argv
+    # Answers go to the real stdout; anything a library prints goes to stderr instead of into the protocol.
+    out = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    if "--serve" in args:
+        serve(sys.stdin.buffer, out)
+    else:
+        out.write(json.dumps(answer(json.loads(sys.stdin.read())), default=str) + "\n")
+        out.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

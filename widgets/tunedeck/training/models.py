@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from tunedeck.inputs.catalog import architecture_differences
 from tunedeck.inputs.params import default_context_length
 from tunedeck.inputs.spec import RunSpec
 from tunedeck.training.failures import TrainingFailure
@@ -26,7 +27,6 @@ from tunedeck.training.precision import choose_precision
 log = logging.getLogger(__name__)
 
 _CONVERTED_MARKER = ".tunedeck-converted.json"
-_SAME_ARCHITECTURE = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads")
 
 
 @dataclass(frozen=True)
@@ -306,10 +306,9 @@ def _quantization(quantize: str | None, device: Device) -> Any:
 def _check_same_architecture(base: Path, custom: Path) -> None:
     if not (Path(custom) / "config.json").is_file():
         raise TrainingFailure(f"custom_weights_path: {custom} is not a checkpoint folder (no config.json)")
-    a, b = load_config(base).to_dict(), load_config(custom).to_dict()
-    different = [k for k in _SAME_ARCHITECTURE if a.get(k) != b.get(k)]
+    different = architecture_differences(load_config(base).to_dict(), load_config(custom).to_dict())
     if different:
-        detail = ", ".join(f"{k} {b.get(k)!r} vs {a.get(k)!r}" for k in different)
+        detail = ", ".join(different)
         raise TrainingFailure(
             f"custom_weights_path: the checkpoint {custom} does not match the architecture of the model ({detail})"
         )

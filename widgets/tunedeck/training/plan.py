@@ -14,11 +14,8 @@ from tunedeck.inputs.params import Duration
 # 135M model, so progress is visible and a run of a few hundred examples still gets tens of steps; on
 # a GPU larger batches are cheap and give smoother gradients.
 DEFAULT_BATCH_TOKENS = {"cpu": 4096, "cuda": 32768}
-# Most tokens in one forward/backward pass (gradient accumulation splits a step into these): on CPU
-# bigger micro-batches run no faster (measured: 2 rows of 256 ~ 1 row of 512 in tok/s) and only cost
-# memory; on a GPU more fit and run faster. 512 would save SmolLM2-135M ~1.1 GB of peak memory at the
-# same speed, but cost small models ~15% (benchmarks/packing.py: 1.93x vs 2.32x of padded batches).
-MICRO_BATCH_TOKENS = {"cpu": 1024, "cuda": 16384}
+# Most tokens in one forward/backward pass: MICRO_BATCH_TOKENS in inputs/memory.py (the create-time
+# memory check plans with it too, and inputs never imports the trainer).
 # Target length of a packed row (see packing.row_capacity). Measured on SmolLM2-135M here (fwd+bwd):
 # rows of 256 / 512 / 1024 / 2048 tokens ran at ~195 / 180 / 155 / 118 tok/s; on a tiny Llama packing
 # into 256 gave 2.18x the useful tok/s of padded batches against 1.99x for 512 (benchmarks/packing.py).

@@ -36,6 +36,7 @@ from typing import Any
 import torch
 
 from tunedeck.inputs import memory
+from tunedeck.inputs.memory import MICRO_BATCH_TOKENS
 from tunedeck.inputs.params import check_task_type, default_learning_rate, describe_adapter, parse_duration
 from tunedeck.inputs.spec import RunSpec
 from tunedeck.training import adapters
@@ -72,7 +73,7 @@ from tunedeck.training.models import (
 )
 from tunedeck.training.optim import make_optimizer
 from tunedeck.training.packing import collate, micro_batches
-from tunedeck.training.plan import DEFAULT_BATCH_TOKENS, MICRO_BATCH_TOKENS, PACK_TOKENS, Plan, make_plan
+from tunedeck.training.plan import DEFAULT_BATCH_TOKENS, PACK_TOKENS, Plan, make_plan
 from tunedeck.training.progress import Progress
 from tunedeck.training.report import Reporter, format_duration
 from tunedeck.training.tokenize import Tokenized
