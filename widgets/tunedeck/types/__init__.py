@@ -695,6 +695,9 @@ class PaginatedList(TunedeckList[T]):
     """One page of a listing (the reference's PaginatedObjectList): ``has_next_page``, ``cursor``,
     ``next_page(limit=None)`` for the page after it (StopIteration when there is none)."""
 
+    has_next_page: bool = False
+    cursor: str | None = None
+
     def __init__(self, items: Iterable[T] = (), *, cursor: str | None = None, has_next_page: bool = False,
                  fetch: Callable[[str, int | None], PaginatedList[T]] | None = None):
         super().__init__(items)
