@@ -360,3 +360,13 @@ def test_importing_the_types_or_the_api_loads_no_http_or_widget_library():
             "print(' '.join(m for m in ('requests', 'urllib3', 'ipywidgets', 'IPython', 'pandas') if m in sys.modules))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == ""
+
+
+def test_the_compatibility_page_names_every_reference_name():
+    page = (Path(__file__).parents[2] / "docs" / "reference-compatibility.md").read_text()
+    names = set(REFERENCE["functions"]) | set(REFERENCE["exceptions"]) | set(REFERENCE["classes"])
+    for cls in REFERENCE["classes"].values():
+        names |= {f["name"] for f in cls["fields"]} | set(cls["properties"]) | set(cls["methods"]) | set(cls.get("members", []))
+    for module, exports in REFERENCE["exports"].items():
+        names |= {module, *exports}
+    assert not sorted(n for n in names if n not in page)
