@@ -6,11 +6,10 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from tests.ui.fakes import T0, FakeClient
 
 from tunedeck.errors import RunNotFoundError
 from tunedeck.types import Checkpoint, RunStatus, TrainingRun
-
-from tests.ui.fakes import T0, FakeClient
 
 
 class ApiFake(FakeClient):

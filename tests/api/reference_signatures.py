@@ -58,13 +58,13 @@ def _signature(fn: ast.FunctionDef, constants: dict[str, object]) -> list[dict[s
     positional = [*a.posonlyargs, *a.args]
     defaults: list[ast.expr | None] = [None] * (len(positional) - len(a.defaults)) + list(a.defaults)
     params = []
-    for arg, default in zip(positional, defaults):
+    for arg, default in zip(positional, defaults, strict=True):
         kind = "POSITIONAL_ONLY" if arg in a.posonlyargs else "POSITIONAL_OR_KEYWORD"
         params.append({"name": arg.arg, "kind": kind, "default": _default(default, constants),
                        "annotation": ast.unparse(arg.annotation) if arg.annotation else None})
     if a.vararg:
         params.append({"name": a.vararg.arg, "kind": "VAR_POSITIONAL"})
-    for arg, default in zip(a.kwonlyargs, a.kw_defaults):
+    for arg, default in zip(a.kwonlyargs, a.kw_defaults, strict=True):
         params.append({"name": arg.arg, "kind": "KEYWORD_ONLY", "default": _default(default, constants),
                        "annotation": ast.unparse(arg.annotation) if arg.annotation else None})
     if a.kwarg:
@@ -109,7 +109,7 @@ def _class(cls: ast.ClassDef, constants: dict[str, object]) -> dict[str, object]
             if "property" in decorators:
                 properties.append(node.name)
             else:
-                kind = "classmethod" if "classmethod" in decorators else "staticmethod" if "staticmethod" in decorators else "method"
+                kind = next((d for d in ("classmethod", "staticmethod") if d in decorators), "method")
                 methods[node.name] = {"kind": kind, "parameters": _signature(node, constants)}
     out: dict[str, object] = {"bases": [ast.unparse(b) for b in cls.bases], "fields": fields,
                               "properties": properties, "methods": methods}

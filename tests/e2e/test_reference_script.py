@@ -6,10 +6,9 @@ import subprocess
 import sys
 
 import pytest
+from tests.helpers import PAIRS, write_jsonl
 
 from tunedeck.inputs.paths import local_path
-
-from tests.helpers import PAIRS, write_jsonl
 
 pytestmark = pytest.mark.e2e
 

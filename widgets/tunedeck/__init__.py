@@ -46,8 +46,8 @@ __all__ = [
     "TunedeckError",
     "__version__",
     "exceptions",
-    "foundation_model",
     "form",
+    "foundation_model",
     "monitor",
     "runs",
 ]

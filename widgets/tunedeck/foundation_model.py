@@ -15,8 +15,9 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence, Union
+from typing import TYPE_CHECKING
 
 from tunedeck import types as _types
 from tunedeck.errors import InvalidInputError, RunNotFoundError, TunedeckError
@@ -56,7 +57,7 @@ __all__ = [
     "list",
 ]
 
-RunRef = Union[TrainingRun, str]
+RunRef = TrainingRun | str
 POLL_SECONDS = 1.0
 DEFAULT_LIMIT = 100  # list(): the reference's default page size
 
@@ -247,7 +248,7 @@ def _check_limit(limit: int | None) -> int | None:
     return limit
 
 
-def list(  # noqa: A001 - the reference's name
+def list(
     training_runs: Sequence[RunRef] | None = None,
     experiment_id: str | None = None,
     *,
@@ -349,7 +350,7 @@ def cancel(
 
 def delete(runs: RunRef | Sequence[RunRef]) -> int:
     """Delete runs with their events, metrics and checkpoints; registered models stay registered."""
-    refs = runs if isinstance(runs, (builtins.list, tuple)) else [runs]
+    refs: Sequence[RunRef] = runs if isinstance(runs, (builtins.list, tuple)) else [runs]  # type: ignore[list-item]
     for ref in refs:
         get_client().delete_run(_name(ref))
     return len(refs)
@@ -455,4 +456,4 @@ def _short(event: TrainingEvent) -> str:
 
 # TrainingRun.refresh() / cancel() / get_events() / events call this module through tunedeck.types._api,
 # so that tunedeck.types imports nothing of the API.
-_types._api = sys.modules[__name__]  # type: ignore[assignment]
+_types._api = sys.modules[__name__]

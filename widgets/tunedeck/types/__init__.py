@@ -17,10 +17,11 @@ from __future__ import annotations
 import dataclasses
 import html
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum, EnumMeta
-from typing import Any, Callable, Generic, Iterable, Protocol, TypeVar, Union
+from typing import Any, Generic, Protocol, TypeVar, Union
 
 __all__ = [
     "Checkpoint",
@@ -81,19 +82,19 @@ class RunStatus(str, Enum, metaclass=_StatusMeta):
         order = type(self).order
         return order.index(self), order.index(other)
 
-    def __lt__(self, other: object) -> bool:  # type: ignore[override]
+    def __lt__(self, other: object) -> bool:
         mine, theirs = self._rank(other)
         return mine > theirs
 
-    def __gt__(self, other: object) -> bool:  # type: ignore[override]
+    def __gt__(self, other: object) -> bool:
         mine, theirs = self._rank(other)
         return mine < theirs
 
-    def __le__(self, other: object) -> bool:  # type: ignore[override]
+    def __le__(self, other: object) -> bool:
         mine, theirs = self._rank(other)
         return mine >= theirs
 
-    def __ge__(self, other: object) -> bool:  # type: ignore[override]
+    def __ge__(self, other: object) -> bool:
         mine, theirs = self._rank(other)
         return mine <= theirs
 
@@ -299,7 +300,10 @@ class TrainingEvent:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainingEvent:
-        return cls(d["type"], _parse_time(d["time"]), d.get("message", ""), d.get("sequence", 0), d.get("data") or {})
+        time = _parse_time(d["time"])
+        if time is None:
+            raise ValueError("an event has a time")
+        return cls(d["type"], time, d.get("message", ""), d.get("sequence", 0), d.get("data") or {})
 
     def _row(self) -> dict[str, Any]:
         # the reference's to_pandas() columns (type, time, message), then tunedeck's
