@@ -151,7 +151,7 @@ def cancel_phases(home, body, services) -> dict:
         name = service.api("POST", "/api/runs", json=req)["name"]
         wanted = after or "STARTED"
         wait_for(lambda: any(e["type"] == wanted for e in service.events(name)) or service.run(name)["status"] in TERMINAL,
-                 timeout=300, interval=0.02)
+                 timeout=900, interval=0.1)
         sent = time.monotonic()
         service.api("POST", f"/api/runs/{name}/cancel")
         run = service.wait_status(name, TERMINAL, timeout=120)

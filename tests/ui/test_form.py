@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import os
 
 import pytest
 
@@ -179,7 +180,8 @@ def test_start_creates_the_run_and_opens_its_monitor_below(make_form, fake):
                      eval_prompts=["hi"])
     run = form.submit()
     assert run is not None and run.status is RunStatus.PENDING
-    assert fake.created[-1] == {"model": "tiny-chat", "train_data_path": "t", "register_to": "main.demo",
+    # a relative data path goes out absolute, resolved in the notebook's working directory (the service's differs)
+    assert fake.created[-1] == {"model": "tiny-chat", "train_data_path": os.path.abspath("t"), "register_to": "main.demo",
                                 "training_duration": "40ba", "eval_prompts": ["hi"], "task_type": "CHAT_COMPLETION",
                                 "validate_inputs": True, "created_by": fake.created[-1]["created_by"]}
     assert isinstance(form.monitors.children[0], RunMonitor) and form.monitors.children[0].run_name == run.name
