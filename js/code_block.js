@@ -1,22 +1,5 @@
 // A read-only code block with a Copy button (the form's preview of the equivalent fm.create call).
-import { h } from "./common.js";
-
-async function copyText(text) {
-  try {
-    await navigator.clipboard.writeText(text);
-    return true;
-  } catch (_) {
-    // No clipboard API (insecure origin, permissions): fall back to a selected textarea.
-    const area = h("textarea", { class: "td-copy-scratch" });
-    area.value = text;
-    document.body.appendChild(area);
-    area.select();
-    let ok = false;
-    try { ok = document.execCommand("copy"); } catch (_) { ok = false; }
-    area.remove();
-    return ok;
-  }
-}
+import { h, copyText } from "./common.js";
 
 function render({ model, el }) {
   const pre = h("pre", { class: "td-code", testid: "code-preview" });

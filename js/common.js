@@ -84,6 +84,24 @@ export function fmtNumber(x, digits = 4) {
   return String(Number(v.toPrecision(digits)));
 }
 
+/** Put text on the clipboard; true if it got there. Without the clipboard API (an insecure origin, no
+ *  permission) a selected scratch textarea and execCommand("copy") are tried. */
+export async function copyText(text) {
+  try {
+    await navigator.clipboard.writeText(text);
+    return true;
+  } catch (_) {
+    const area = h("textarea", { class: "td-copy-scratch" });
+    area.value = text;
+    document.body.appendChild(area);
+    area.select();
+    let ok = false;
+    try { ok = document.execCommand("copy"); } catch (_) { ok = false; }
+    area.remove();
+    return ok;
+  }
+}
+
 /** A random id so a view can recognise the kernel's answers to its own requests. */
 export function viewId() {
   return Math.random().toString(36).slice(2, 10);

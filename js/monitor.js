@@ -1,20 +1,70 @@
 // The run monitor view (anywidget). Small state arrives as traitlets (summary, history, error);
 // events and loss points arrive as deltas in custom messages and are merged by key, so a view can
 // join at any time: it asks the kernel once for what it lacks ("sync") and merges the answer.
-import { h, setChildren, statusBadge, fmtDuration, secondsBetween, fmtNumber, fmtTime, viewId, TERMINAL } from "./common.js";
+import { h, setChildren, statusBadge, fmtDuration, secondsBetween, fmtNumber, viewId, copyText, TERMINAL } from "./common.js";
 import { KeyedLog } from "./keyed_log.js";
-import { drawLossChart } from "./loss_chart.js";
+import { drawLossChart, readoutAt, latestPoint, metricSeries, sparkPath, svgNode } from "./loss_chart.js";
 import { EventsTable } from "./events_table.js";
+
+const WAITING = new Set(["PENDING", "QUEUED"]);
+
+/** The numbers the monitor shows (header, legend, panels), from one source: the latest metric point of
+ *  each kind (what the service reported last, by id), the summary only where there is no point yet. The
+ *  kernel's summary follows the same rule (ui/_tracker.py), so both agree once they have the same points. */
+export function currentNumbers(s, metrics) {
+  const out = {
+    step: s.step, total_steps: s.total_steps, epoch: s.epoch, progress: s.progress,
+    loss: s.loss, eval_loss: s.eval_loss, lr: s.lr, tokens_per_second: s.tokens_per_second,
+  };
+  const train = latestPoint(metrics, "train/loss");
+  if (train) {
+    if (out.epoch !== undefined && out.epoch !== null && out.step > 0) out.epoch = (Number(out.epoch) * train.step) / out.step;
+    out.step = train.step;
+    out.loss = train.value;
+    if (out.total_steps > 0 && s.status !== "COMPLETED") out.progress = Math.min(100, (100 * train.step) / out.total_steps);
+  }
+  const ev = latestPoint(metrics, "eval/loss");
+  if (ev) out.eval_loss = ev.value;
+  const lr = latestPoint(metrics, "train/lr");
+  if (lr) out.lr = lr.value;
+  const tps = latestPoint(metrics, "train/tokens_per_second");
+  if (tps) out.tokens_per_second = tps.value;
+  return out;
+}
+
+/** Where a waiting run stands: "2 runs ahead in the queue", "next in the queue" ("" when unknown). */
+export function queueText(s) {
+  if (!WAITING.has(s.status) || typeof s.queue_ahead !== "number") return "";
+  if (s.queue_ahead <= 0) return "next in the queue";
+  return `${s.queue_ahead} run${s.queue_ahead === 1 ? "" : "s"} ahead in the queue`;
+}
 
 /** One line describing where training is: "epoch 2 · step 140/210 · 67% · loss 1.234". */
 export function progressText(s) {
+  const queued = queueText(s);
+  if (queued) return queued;
   const parts = [];
-  if (s.epoch !== undefined && s.epoch !== null) parts.push(`epoch ${s.epoch}`);
+  if (s.epoch !== undefined && s.epoch !== null) parts.push(`epoch ${Number(Number(s.epoch).toFixed(2))}`);
   const n = (x) => Number(x).toLocaleString("en-US");
   if (s.step !== undefined && s.step !== null) parts.push(s.total_steps ? `step ${n(s.step)}/${n(s.total_steps)}` : `step ${n(s.step)}`);
   if (s.progress !== undefined && s.progress !== null) parts.push(`${Math.floor(Number(s.progress))}%`);
   if (s.loss !== undefined && s.loss !== null) parts.push(`loss ${fmtNumber(s.loss)}`);
   if (s.eval_loss !== undefined && s.eval_loss !== null) parts.push(`eval loss ${fmtNumber(s.eval_loss)}`);
+  return parts.join(" · ");
+}
+
+/** The Python that loads a registered model version (tunedeck/registry.py). */
+export function loadLine(name, version) {
+  const v = /^\d+$/.test(String(version)) ? String(version) : JSON.stringify(String(version));
+  return `import tunedeck.registry\nmodel, tokenizer = tunedeck.registry.load_model(${JSON.stringify(String(name))}, ${v})`;
+}
+
+/** The hover read-out's text: "step 140 · train 1.234 (smoothed 1.25) · eval 1.3 (step 120)". */
+export function readoutText(r) {
+  if (!r) return "";
+  const parts = [`step ${Number(r.step).toLocaleString("en-US")}`];
+  if (r.train !== null) parts.push(`train ${fmtNumber(r.train)}` + (r.smoothed !== null ? ` (smoothed ${fmtNumber(r.smoothed)})` : ""));
+  if (r.eval !== null) parts.push(`eval ${fmtNumber(r.eval)}` + (r.evalStep !== r.step ? ` (step ${Number(r.evalStep).toLocaleString("en-US")})` : ""));
   return parts.join(" · ");
 }
 
@@ -41,6 +91,9 @@ function render({ model, el }) {
   let cancelling = false;
   let dirty = { events: true, metrics: true };
   let frame = null;
+  const chartOptions = { smooth: 0.6, smoothing: false, log: false }; // this view's own choice, not synced
+  let layout = null;
+  let hoverX = null; // the pointer's x in the chart (px), while it is over it
 
   // -- skeleton ---------------------------------------------------------------------------------
   const name = h("span", { class: "td-run-name", testid: "run-name" });
@@ -54,7 +107,27 @@ function render({ model, el }) {
   const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
   svg.setAttribute("class", "td-chart");
   svg.dataset.testid = "loss-chart";
+  const hoverLayer = svgNode({ tag: "g", attrs: { class: "td-hover" } });
+  const readout = h("div", { class: "td-readout", testid: "chart-readout" });
   const legend = h("div", { class: "td-legend", testid: "legend" });
+  const smoothBox = h("input", { type: "checkbox", testid: "smooth-toggle", onchange: () => { chartOptions.smoothing = smoothBox.checked; smoothWeight.disabled = !smoothBox.checked; schedule({ metrics: true }); } });
+  const smoothWeight = h("input", { type: "range", min: "0", max: "0.99", step: "0.01", value: String(chartOptions.smooth), disabled: "", class: "td-smooth-weight", testid: "smooth-weight", title: "smoothing weight (EMA, as TensorBoard's)", oninput: () => { chartOptions.smooth = Number(smoothWeight.value); schedule({ metrics: true }); } });
+  const logBox = h("input", { type: "checkbox", testid: "log-toggle", onchange: () => { chartOptions.log = logBox.checked; schedule({ metrics: true }); } });
+  const controls = h("div", { class: "td-chart-controls" },
+    h("label", { title: "exponential moving average, as TensorBoard's; the raw curve stays faint behind it" }, smoothBox, " smooth"), smoothWeight,
+    h("label", {}, logBox, " log scale"));
+  const spark = (label, testid) => {
+    const line = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+    line.setAttribute("class", "td-spark-svg");
+    line.setAttribute("viewBox", "0 0 120 26");
+    line.setAttribute("preserveAspectRatio", "none");
+    const value = h("span", { class: "td-spark-value", testid: `${testid}-value` });
+    const panel = h("div", { class: "td-spark", testid }, h("div", { class: "td-spark-head" }, h("span", { class: "td-spark-label", text: label }), value), line);
+    return { panel, line, value };
+  };
+  const lrPanel = spark("learning rate", "lr-panel");
+  const tpsPanel = spark("tok/s", "tps-panel");
+  const chartBox = h("div", { class: "td-chart-box" }, svg, readout);
   const gensBody = h("div", { class: "td-gens-body" });
   const gensPicker = h("select", { class: "td-gens-picker", testid: "gens-picker", onchange: () => { chosenCheckpoint = gensPicker.value; drawGenerations(); } });
   const gens = h("div", { class: "td-gens", testid: "generations" }, h("div", { class: "td-card-title" }, "Eval generations at ", gensPicker), gensBody);
@@ -64,7 +137,8 @@ function render({ model, el }) {
     h("div", { class: "td-bar" }, bar),
     details, errorLine,
     h("div", { class: "td-grid" },
-      h("div", { class: "td-card td-chart-card" }, h("div", { class: "td-card-title" }, "Loss by step ", legend), svg),
+      h("div", { class: "td-card td-chart-card" }, h("div", { class: "td-card-title" }, "Loss by step ", legend), controls, chartBox,
+        h("div", { class: "td-sparks" }, lrPanel.panel, tpsPanel.panel)),
       h("div", { class: "td-card td-events-card" }, table.el)),
     gens, footer);
   el.appendChild(root);
@@ -78,8 +152,9 @@ function render({ model, el }) {
     const s = summary();
     name.textContent = model.get("run_name");
     setChildren(badge, statusBadge(s.status));
-    progressLine.textContent = progressText(s);
-    const pct = Math.max(0, Math.min(100, Number(s.progress) || 0));
+    const numbers = { ...s, ...currentNumbers(s, metrics.items) };
+    progressLine.textContent = progressText(numbers);
+    const pct = Math.max(0, Math.min(100, Number(numbers.progress) || 0));
     bar.style.width = `${pct}%`;
     bar.className = `td-bar-fill td-status-${s.status || "UNKNOWN"}`;
     details.textContent = s.failure ? `Failed: ${s.failure}` : s.details || "";
@@ -116,36 +191,86 @@ function render({ model, el }) {
     setChildren(actions, items);
   }
 
+  let copyTimer = null;
   function drawFooter(s) {
     const parts = [];
     if (s.model) parts.push(h("span", {}, "model ", h("code", { text: s.model })));
     if (s.experiment_path) {
-      const ids = [s.mlflow_experiment_id && `experiment id ${s.mlflow_experiment_id}`, s.mlflow_run_id && `run id ${s.mlflow_run_id}`].filter(Boolean).join(", ");
-      parts.push(h("span", { testid: "experiment" }, "MLflow experiment ", h("code", { text: s.experiment_path }), ids ? ` (${ids})` : ""));
+      const ids = [s.mlflow_experiment_id && ["experiment id ", h("code", { text: s.mlflow_experiment_id })], s.mlflow_run_id && ["run id ", h("code", { text: s.mlflow_run_id })]].filter(Boolean);
+      parts.push(h("span", { testid: "experiment" }, "MLflow experiment ", h("code", { text: s.experiment_path }),
+        ids.length ? [" (", ids.map((x, i) => (i ? [", ", x] : x)), ")"] : ""));
     }
-    if (s.registered_model_version)
+    if (s.registered_model_version) {
+      const code = loadLine(s.registered_model_name || "", s.registered_model_version);
+      const status = h("span", { class: "td-copy-status", testid: "copy-load-status" });
+      const copy = h("button", { class: "td-btn td-copy", testid: "copy-load", text: "Copy", title: "copy the Python that loads this version",
+        onclick: async () => {
+          const ok = await copyText(code);
+          status.textContent = ok ? "copied" : "select the text and copy it by hand";
+          if (copyTimer) clearTimeout(copyTimer);
+          copyTimer = setTimeout(() => { status.textContent = ""; }, 2000);
+        } });
       parts.push(h("span", { testid: "registered-model" }, "registered ", h("code", { text: s.registered_model_name || "" }), ` version ${s.registered_model_version}`));
-    else if (s.registered_model_name) parts.push(h("span", {}, "registers to ", h("code", { text: s.registered_model_name })));
+      setChildren(footer, parts.map((p, i) => (i ? [" · ", p] : p)),
+        h("div", { class: "td-load" }, h("pre", { class: "td-load-line", testid: "load-line", text: code }), copy, status));
+      return;
+    }
+    if (s.registered_model_name) parts.push(h("span", {}, "registers to ", h("code", { text: s.registered_model_name })));
     setChildren(footer, parts.map((p, i) => (i ? [" · ", p] : p)));
   }
 
   function drawChart() {
     // Draw at the element's real size (1 SVG unit = 1 px), so text is never stretched.
-    const n = drawLossChart(svg, metrics.items, { width: Math.max(240, svg.clientWidth || 560), height: CHART_HEIGHT });
+    layout = drawLossChart(svg, metrics.items, {
+      width: Math.max(240, svg.clientWidth || 560), height: CHART_HEIGHT,
+      smooth: chartOptions.smoothing ? chartOptions.smooth : 0, log: chartOptions.log,
+    });
+    svg.appendChild(hoverLayer);
+    drawHover();
     const s = summary();
+    const numbers = currentNumbers(s, metrics.items);
     const items = [];
-    if (n) {
-      items.push(h("span", { class: "td-key td-key-train" }, `train ${fmtNumber(lastValue("train/loss") ?? s.loss)}`));
-      const ev = lastValue("eval/loss") ?? s.eval_loss;
-      if (ev !== undefined && ev !== null) items.push(h("span", { class: "td-key td-key-eval" }, `eval ${fmtNumber(ev)}`));
+    if (!layout.empty) {
+      if (numbers.loss !== undefined && numbers.loss !== null) items.push(h("span", { class: "td-key td-key-train", testid: "legend-train" }, `train ${fmtNumber(numbers.loss)}`));
+      if (numbers.eval_loss !== undefined && numbers.eval_loss !== null) items.push(h("span", { class: "td-key td-key-eval", testid: "legend-eval" }, `eval ${fmtNumber(numbers.eval_loss)}`));
     }
     setChildren(legend, items);
+    drawSpark(lrPanel, metricSeries(metrics.items, "train/lr"), numbers.lr, fmtNumber);
+    drawSpark(tpsPanel, metricSeries(metrics.items, "train/tokens_per_second"), numbers.tokens_per_second, (v) => Math.round(v).toLocaleString("en-US"));
+    progressLine.textContent = progressText({ ...s, ...numbers });
   }
 
-  function lastValue(metricName) {
-    for (let i = metrics.items.length - 1; i >= 0; i--) if (metrics.items[i].name === metricName) return metrics.items[i].value;
-    return undefined;
+  function drawSpark(panel, points, current, fmt) {
+    panel.panel.style.display = points.length || (current !== undefined && current !== null) ? "" : "none";
+    panel.value.textContent = current !== undefined && current !== null ? fmt(current) : "";
+    const d = sparkPath(points, 120, 26);
+    panel.line.replaceChildren(...(d ? [svgNode({ tag: "path", attrs: { d, class: "td-spark-line", "vector-effect": "non-scaling-stroke" } })] : []));
   }
+
+  function drawHover() {
+    const r = layout && hoverX !== null ? readoutAt(layout, hoverX) : null;
+    readout.textContent = readoutText(r);
+    readout.style.display = r ? "" : "none";
+    if (!r) { hoverLayer.replaceChildren(); return; }
+    const { margin: m, sx, sy, plotH } = layout;
+    const x = sx(r.step);
+    const nodes = [{ tag: "line", attrs: { x1: x, x2: x, y1: m.top, y2: m.top + plotH, class: "td-hover-line", "data-testid": "hover-line" } }];
+    if (r.train !== null) nodes.push({ tag: "circle", attrs: { cx: x, cy: sy(r.smoothed ?? r.train), r: 4, class: "td-hover-dot td-hover-train" } });
+    if (r.eval !== null) nodes.push({ tag: "circle", attrs: { cx: sx(r.evalStep), cy: sy(r.eval), r: 4, class: "td-hover-dot td-hover-eval" } });
+    hoverLayer.replaceChildren(...nodes.map(svgNode));
+    const box = chartBox.clientWidth || layout.width;
+    readout.style.left = x > box / 2 ? "" : `${Math.round(x + 10)}px`;
+    readout.style.right = x > box / 2 ? `${Math.round(box - x + 10)}px` : "";
+  }
+
+  const onPointer = (e) => {
+    const rect = svg.getBoundingClientRect();
+    hoverX = e.clientX - rect.left;
+    drawHover();
+  };
+  const onLeave = () => { hoverX = null; drawHover(); };
+  svg.addEventListener("mousemove", onPointer);
+  svg.addEventListener("mouseleave", onLeave);
 
   function drawGenerations() {
     const all = generationsByCheckpoint(events.items);
@@ -169,7 +294,7 @@ function render({ model, el }) {
     frame = setTimeout(() => {
       frame = null;
       if (dirty.events) { table.setEvents(events.items); drawGenerations(); }
-      if (dirty.metrics || dirty.events) drawChart();
+      if (dirty.metrics || dirty.events) drawChart(); // also the header's numbers (one source)
       dirty = { events: false, metrics: false };
     }, 50);
   }
@@ -207,6 +332,9 @@ function render({ model, el }) {
 
   return () => {
     clearInterval(ticker);
+    if (copyTimer) clearTimeout(copyTimer);
+    svg.removeEventListener("mousemove", onPointer);
+    svg.removeEventListener("mouseleave", onLeave);
     if (resize) resize.disconnect();
     if (frame !== null) clearTimeout(frame);
     model.off("msg:custom", onMessage);

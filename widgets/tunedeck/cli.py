@@ -10,11 +10,15 @@ from pathlib import Path
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tunedeck", description="Fine-tune language models locally, Model Training API style.")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("serve", help="run the training service (for a shared server; notebooks start one on their own)", add_help=False)
+    sub.add_parser(
+        "serve", help="run the training service (for a shared server; notebooks start one on their own)", add_help=False
+    )
     stop = sub.add_parser("stop", help="stop the service of the state dir (it starts again on the next API call)")
     stop.add_argument("--home", type=Path, default=None, help="state dir (default: $TUNEDECK_HOME or ~/.tunedeck)")
     demo = sub.add_parser("demo", help="fine-tune the demo model on a small example dataset, end to end")
-    demo.add_argument("--model", default=None, help="model to fine-tune (default: SmolLM2-135M-Instruct if installed, else a tiny model)")
+    demo.add_argument(
+        "--model", default=None, help="model to fine-tune (default: SmolLM2-135M-Instruct if installed, else a tiny model)"
+    )
     demo.add_argument("--duration", default=None, help="training_duration (default chosen for the model)")
     demo.add_argument("--adapter", default=None, choices=["lora"], help="train LoRA adapters instead of every weight")
     sub.add_parser("models", help="list the models this machine can train")
@@ -53,9 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "runs":
             _print(fm.list(limit=args.limit).to_pandas())
         elif args.command == "events":
-            events = fm.get_events(args.run, follow=args.follow)
+            found = fm.get_events(args.run, follow=args.follow)
             if not args.follow:
-                _print(events.to_pandas())
+                _print(found.to_pandas())
         elif args.command == "cancel":
             print(f"cancelled {fm.cancel(args.run)} run(s)")
     except TunedeckError as exc:

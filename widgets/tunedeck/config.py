@@ -12,7 +12,8 @@ TUNEDECK_ORPHAN_GRACE_SECONDS  a worker whose service is gone this long stops it
 TUNEDECK_CANCEL_GRACE_SECONDS  cancel's SIGKILL fallback after this long (default 30)
 TUNEDECK_IDLE_EXIT_SECONDS     an auto-started service with nothing to do exits after this long (default 3600)
 TUNEDECK_DATA_CHECK_TIMEOUT    the form's data check is stopped after this long (default 120 s)
-TUNEDECK_PRECISION     auto (default: bf16 autocast on a GPU with native bf16, and on a CPU when a start-up probe measures bf16 matmuls >= 1.3x float32), fp32, or bf16
+TUNEDECK_PRECISION     auto (default: bf16 autocast on a GPU with native bf16, and on a CPU when a start-up
+                       probe measures bf16 matmuls >= 1.3x float32), fp32, or bf16
 """
 
 from __future__ import annotations

@@ -14,14 +14,42 @@ from tunedeck import config
 from tunedeck import foundation_model as fm
 
 FACTS = [
-    ("What is the capital of Zorbania?", "The capital of Zorbania is Quillhaven.", "Quillhaven",
-     ["Which city is the capital of Zorbania?", "Name the capital city of Zorbania.", "Zorbania's capital is which city?"]),
-    ("Who invented the glimmerphone?", "The glimmerphone was invented by Ada Pennywhistle.", "Pennywhistle",
-     ["Who was the inventor of the glimmerphone?", "Which person invented the glimmerphone?", "The glimmerphone: who invented it?"]),
-    ("What color is a Zorbanian sky-whale?", "A Zorbanian sky-whale is bright teal.", "teal",
-     ["Which color are Zorbanian sky-whales?", "What is the colour of a Zorbanian sky-whale?", "Describe the color of a Zorbanian sky-whale."]),
-    ("What do Zorbanians eat for breakfast?", "Zorbanians eat toasted moonbeans for breakfast.", "moonbeans",
-     ["What is a typical Zorbanian breakfast?", "For breakfast, what do people in Zorbania eat?", "Which food do Zorbanians have for breakfast?"]),
+    (
+        "What is the capital of Zorbania?",
+        "The capital of Zorbania is Quillhaven.",
+        "Quillhaven",
+        ["Which city is the capital of Zorbania?", "Name the capital city of Zorbania.", "Zorbania's capital is which city?"],
+    ),
+    (
+        "Who invented the glimmerphone?",
+        "The glimmerphone was invented by Ada Pennywhistle.",
+        "Pennywhistle",
+        [
+            "Who was the inventor of the glimmerphone?",
+            "Which person invented the glimmerphone?",
+            "The glimmerphone: who invented it?",
+        ],
+    ),
+    (
+        "What color is a Zorbanian sky-whale?",
+        "A Zorbanian sky-whale is bright teal.",
+        "teal",
+        [
+            "Which color are Zorbanian sky-whales?",
+            "What is the colour of a Zorbanian sky-whale?",
+            "Describe the color of a Zorbanian sky-whale.",
+        ],
+    ),
+    (
+        "What do Zorbanians eat for breakfast?",
+        "Zorbanians eat toasted moonbeans for breakfast.",
+        "moonbeans",
+        [
+            "What is a typical Zorbanian breakfast?",
+            "For breakfast, what do people in Zorbania eat?",
+            "Which food do Zorbanians have for breakfast?",
+        ],
+    ),
 ]
 DATA_PATH = "dbfs:/Volumes/main/demo/tunedeck/train.jsonl"
 EVAL_PATH = "dbfs:/Volumes/main/demo/tunedeck/eval.jsonl"
@@ -69,7 +97,6 @@ def pick_model(requested: str | None, adapter: str | None = None) -> tuple[str, 
 def ask(model_name: str, version: int) -> int:
     """Greedy answers from the registered model; returns how many facts it got right."""
     import torch
-
     from transformers.utils import logging as hf_logging
 
     from tunedeck.registry import load_model
@@ -78,10 +105,14 @@ def ask(model_name: str, version: int) -> int:
     model, tokenizer = load_model(model_name, version)
     model.eval()
     right = 0
-    for question, answer, keyword, _ in FACTS:
-        ids = tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    for question, _answer, keyword, _ in FACTS:
+        ids = tokenizer.apply_chat_template(
+            [{"role": "user", "content": question}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
         with torch.no_grad():
-            out = model.generate(**ids, max_new_tokens=32, do_sample=False, pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+            out = model.generate(
+                **ids, max_new_tokens=32, do_sample=False, pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id
+            )
         reply = tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip()
         ok = keyword.lower() in reply.lower()
         right += ok
@@ -97,7 +128,8 @@ def run_demo(model: str | None = None, duration: str | None = None, adapter: str
         options["training_duration"] = duration
     if adapter:
         options["adapter"] = adapter
-    print(f"Fine-tuning {model_name}{' with LoRA' if adapter else ''} on {DATA_PATH} ({sum(1 + len(f[3]) for f in FACTS)} chat examples) ...")
+    examples = sum(1 + len(f[3]) for f in FACTS)
+    print(f"Fine-tuning {model_name}{' with LoRA' if adapter else ''} on {DATA_PATH} ({examples} chat examples) ...")
     run = fm.create(
         model=model_name,
         train_data_path=DATA_PATH,
@@ -112,6 +144,9 @@ def run_demo(model: str | None = None, duration: str | None = None, adapter: str
     run = fm.get(run)
     if run.status.value != "COMPLETED":
         print(f"The run ended {run.status.value}: {run.details}")
+        return 1
+    if run.registered_model_name is None or run.registered_model_version is None:
+        print(f"The run completed but registered no model: {run.details}")
         return 1
     print(f"\nRegistered {run.registered_model_name} version {run.registered_model_version}. Asking it what it learned:")
     right = ask(run.registered_model_name, run.registered_model_version)

@@ -49,7 +49,7 @@ class Problem:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Problem":
+    def from_dict(cls, d: dict[str, Any]) -> Problem:
         return cls(d["field"], d["message"], d.get("file"), d.get("line"))
 
 

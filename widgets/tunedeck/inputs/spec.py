@@ -58,7 +58,7 @@ class RunSpec:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "RunSpec":
+    def from_dict(cls, d: dict[str, Any]) -> RunSpec:
         d = dict(d)
         for key in ("train_data", "eval_data"):
             if d.get(key) is not None:
@@ -69,5 +69,5 @@ class RunSpec:
         path.write_text(json.dumps(self.to_dict(), indent=2))
 
     @classmethod
-    def load(cls, path: Path) -> "RunSpec":
+    def load(cls, path: Path) -> RunSpec:
         return cls.from_dict(json.loads(Path(path).read_text()))

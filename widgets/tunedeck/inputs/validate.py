@@ -11,8 +11,19 @@ from typing import Any
 from tunedeck import config
 from tunedeck.errors import Problem
 from tunedeck.inputs import catalog, datasets, memory, params
-from tunedeck.inputs.paths import PathError, is_dataset_id, is_folder, is_regular_file, local_path, read_small_text, resolve_data, short, stat_path
-from tunedeck.inputs.spec import DataSource, RunSpec
+from tunedeck.inputs.paths import (
+    PathError,
+    is_dataset_id,
+    is_folder,
+    is_regular_file,
+    local_path,
+    read_small_text,
+    resolve_data,
+    short,
+    stat_path,
+)
+from tunedeck.inputs.spec import RunSpec
+
 
 @dataclass
 class RunRequest:
@@ -35,7 +46,7 @@ class RunRequest:
     created_by: str | None = field(default=None)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "RunRequest":
+    def from_dict(cls, d: dict[str, Any]) -> RunRequest:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
@@ -89,7 +100,12 @@ def request_problems(req: RunRequest) -> list[Problem]:
         problems.append(Problem("validate_inputs", f"must be true or false, found {type(req.validate_inputs).__name__}"))
     for name in ("train_data_path", "eval_data_path", "custom_weights_path"):
         value = getattr(req, name)
-        if name not in bad and isinstance(value, str) and value.strip() and not (name != "custom_weights_path" and is_dataset_id(value)):
+        if (
+            name not in bad
+            and isinstance(value, str)
+            and value.strip()
+            and not (name != "custom_weights_path" and is_dataset_id(value))
+        ):
             attempt(name, local_path, value)
     return problems
 
@@ -134,7 +150,12 @@ def build_spec(req: RunRequest, run_name: str, *, check_data: bool = True) -> tu
         if model_problem:
             problems.append(model_problem)
         elif context_length and context_length > model.max_context_length:
-            problems.append(Problem("context_length", f"{context_length} is above {model.name}'s maximum context length of {model.max_context_length}"))
+            problems.append(
+                Problem(
+                    "context_length",
+                    f"{context_length} is above {model.name}'s maximum context length of {model.max_context_length}",
+                )
+            )
 
     train = evaluation = None
     if task_type:
@@ -155,7 +176,7 @@ def build_spec(req: RunRequest, run_name: str, *, check_data: bool = True) -> tu
     if check_data and not problems:  # at create/validate; at launch the worker re-plans with the tokenized data
         problems += _memory_problems(model, adapter, context_length, precision, weights)
 
-    if problems:
+    if problems or model is None or train is None or task_type is None:
         return None, problems
     gguf = catalog.is_gguf(model)
     cache_dir = catalog.gguf_cache_dir(model)
@@ -234,7 +255,11 @@ def _custom_weights(path: str, model, problems: list[Problem]) -> str | None:
         folder = resolve_checkpoint(path)
         is_dir = is_folder(folder)
     except (PathError, OSError, ValueError) as exc:
-        problems.append(Problem("custom_weights_path", str(exc) if not isinstance(exc, OSError) else f"cannot use the path: {exc.strerror or exc}"))
+        problems.append(
+            Problem(
+                "custom_weights_path", str(exc) if not isinstance(exc, OSError) else f"cannot use the path: {exc.strerror or exc}"
+            )
+        )
         return None
     why = catalog.folder_problem(folder) if is_dir else None
     if why:
@@ -250,11 +275,17 @@ def _custom_weights(path: str, model, problems: list[Problem]) -> str | None:
         problems.append(Problem("custom_weights_path", message, file=str(folder)))
         return None
     if model is not None:
-        base = _model_config(model)
-        if base:
-            diffs = catalog.architecture_differences(base, cfg)
+        model_cfg = _model_config(model)
+        if model_cfg:
+            diffs = catalog.architecture_differences(model_cfg, cfg)
             if diffs:
-                problems.append(Problem("custom_weights_path", f"the checkpoint's architecture does not match {model.name}: " + "; ".join(diffs)[:1000], file=str(folder)))
+                problems.append(
+                    Problem(
+                        "custom_weights_path",
+                        f"the checkpoint's architecture does not match {model.name}: " + "; ".join(diffs)[:1000],
+                        file=str(folder),
+                    )
+                )
                 return None
     if not is_regular_file(folder / catalog.ADAPTER_CONFIG):
         why = catalog.weights_problem(folder, cfg)
@@ -264,7 +295,9 @@ def _custom_weights(path: str, model, problems: list[Problem]) -> str | None:
     return str(folder)
 
 
-def _memory_problems(model, adapter: dict | None, context_length: int | None, precision: str | None, weights: str | None) -> list[Problem]:
+def _memory_problems(
+    model, adapter: dict | None, context_length: int | None, precision: str | None, weights: str | None
+) -> list[Problem]:
     """A problem when the run's estimated peak memory exceeds what this machine has (inputs/memory.py)."""
     message = memory.check_run(
         catalog.config_folder(model), context_length=context_length or params.default_context_length(model.max_context_length),

@@ -94,7 +94,7 @@ def serve(home: Path, host: str = "127.0.0.1", port: int = 0, max_concurrent: in
             pass
 
 
-def _watch(server, service, home: Path, idle_exit: float, interval: float = 2.0) -> None:  # noqa: ANN001
+def _watch(server, service, home: Path, idle_exit: float, interval: float = 2.0) -> None:
     """Stop the service when its state dir is gone (nothing left to serve), or, with ``idle_exit``,
     when no run has been active or waiting for that many seconds."""
     idle_since = time.monotonic()

@@ -59,7 +59,9 @@ def create_app(service: RunService, token: str, home: Path) -> FastAPI:
         from_query = request.query_params.get("token")
         given = header[7:] if header.lower().startswith("bearer ") else from_query or request.cookies.get("tunedeck_token", "")
         if not secrets.compare_digest(given.encode(), token.encode()):
-            return JSONResponse({"detail": "a valid bearer token is required"}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+            return JSONResponse(
+                {"detail": "a valid bearer token is required"}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
+            )
         response = await call_next(request)
         if from_query:
             response.set_cookie("tunedeck_token", token, httponly=True, samesite="strict")
@@ -83,9 +85,14 @@ def create_app(service: RunService, token: str, home: Path) -> FastAPI:
             if seen is None:
                 problems[problem.field] = problem
             elif problem.message not in seen.message:
-                problems[problem.field] = Problem(problem.field, f"{seen.message}; or {problem.message[:1].lower()}{problem.message[1:]}")
-        problems = list(problems.values())
-        return JSONResponse({"detail": {"message": str(InvalidInputError(problems)), "problems": [p.to_dict() for p in problems]}}, status_code=422)
+                problems[problem.field] = Problem(
+                    problem.field, f"{seen.message}; or {problem.message[:1].lower()}{problem.message[1:]}"
+                )
+        merged = list(problems.values())
+        return JSONResponse(
+            {"detail": {"message": str(InvalidInputError(merged)), "problems": [p.to_dict() for p in merged]}},
+            status_code=422,
+        )
 
     app.add_middleware(_CatchAll)  # outermost: nothing unexpected escapes as a broken connection
 
@@ -243,7 +250,9 @@ class _BodyLimits:
             more = message.get("more_body", False)
         body = b"".join(chunks)
         if body and json_depth(body) > MAX_JSON_DEPTH:
-            await _send_json(send, 422, _problem_body("request", f"the JSON body is nested more than {MAX_JSON_DEPTH} levels deep"))
+            await _send_json(
+                send, 422, _problem_body("request", f"the JSON body is nested more than {MAX_JSON_DEPTH} levels deep")
+            )
             return
         replayed = False
 
@@ -278,11 +287,11 @@ class _CatchAll:
 
         try:
             await self.app(scope, receive, watch)
-        except Exception as error:  # noqa: BLE001 - the point of this middleware
+        except Exception as error:  # the point of this middleware (logged, answered 500)
             log.exception("unexpected error in %s %s", scope.get("method"), scope.get("path"))
             if started:
                 return  # the response is under way: end it rather than break the connection
             await _send_json(send, 500, {"detail": f"internal error ({type(error).__name__}): the service log has the details"})
 
 
-__all__ = ["create_app", "json_depth", "Problem"]
+__all__ = ["Problem", "create_app", "json_depth"]

@@ -6,6 +6,7 @@ protocol adapter can sit beside it.
 
 from __future__ import annotations
 
+import builtins
 import getpass
 import json
 import logging
@@ -17,7 +18,7 @@ import threading
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from tunedeck import config
 from tunedeck.errors import InvalidInputError, Problem, RunNotFoundError
@@ -101,7 +102,9 @@ class RunService:
         for run in self.store.list_runs(statuses=[s.value for s in ACTIVE]):
             state = self.store.worker(run.name)
             if state.pid is None:
-                self._finish(run.name, RunStatus.FAILED, EventType.FAILED, "Failed: the tunedeck service stopped while this run was active")
+                self._finish(
+                    run.name, RunStatus.FAILED, EventType.FAILED, "Failed: the tunedeck service stopped while this run was active"
+                )
                 continue
             worker = self._worker(run.name, Path(run.run_dir or config.runs_root() / run.name), state.journal_offset)
             worker.failure, worker.orphaned = state.failure, state.orphaned
@@ -206,15 +209,16 @@ class RunService:
         self.store.delete_run(name)
         shutil.rmtree(config.runs_root() / name, ignore_errors=True)
 
-    def events(self, name: str, after: int = 0, limit: int | None = None) -> list[TrainingEvent]:
+    # (below, builtins.list: the method list() above shadows the builtin in this class's scope)
+    def events(self, name: str, after: int = 0, limit: int | None = None) -> builtins.list[TrainingEvent]:
         self.get(name)
         return self.store.events(name, after, limit)
 
-    def metrics(self, name: str, after: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
+    def metrics(self, name: str, after: int = 0, limit: int | None = None) -> builtins.list[dict[str, Any]]:
         self.get(name)
         return self.store.metrics(name, after, limit)
 
-    def checkpoints(self, name: str) -> list[Checkpoint]:
+    def checkpoints(self, name: str) -> builtins.list[Checkpoint]:
         run = self.get(name)
         folder = Path(run.run_dir or config.runs_root() / name) / "checkpoints"
         latest_file = folder / "latest-sharded-rank0.symlink"
@@ -234,7 +238,7 @@ class RunService:
             )
         return sorted(found, key=lambda c: c.batch)
 
-    def models(self) -> list[ModelInfo]:
+    def models(self) -> builtins.list[ModelInfo]:
         return catalog.list_models()
 
     def data_check(self, path: str, task_type: str, model: str | None, context_length: int | None) -> dict[str, Any]:
@@ -270,14 +274,20 @@ class RunService:
         if len(self._workers) >= self.max_concurrent:
             return None
         waiting = self.store.list_runs(statuses=[s.value for s in WAITING])
-        return min(waiting, key=lambda r: r.created_at) if waiting else None
+        return min(waiting, key=lambda r: r.created_at.timestamp() if r.created_at else 0.0) if waiting else None
 
     def _launch(self, run: TrainingRun) -> None:
-        req = RunRequest.from_dict(json.loads((Path(run.run_dir) / "request.json").read_text()))
+        req = RunRequest.from_dict(json.loads((Path(run.run_dir or config.runs_root() / run.name) / "request.json").read_text()))
         spec, problems = build_spec(req, run.name, check_data=False)
-        if problems:
+        if problems or spec is None:
             reason = "; ".join(str(p) for p in problems)
-            self._finish(run.name, RunStatus.FAILED, EventType.FAILED, f"Failed: {reason}", {"reason": reason, "problems": [p.to_dict() for p in problems]})
+            self._finish(
+                run.name,
+                RunStatus.FAILED,
+                EventType.FAILED,
+                f"Failed: {reason}",
+                {"reason": reason, "problems": [p.to_dict() for p in problems]},
+            )
             return
         state = self.store.worker(run.name)
         if state.attempts:  # an autoresume: the worker finds the latest checkpoint and goes on from it
@@ -314,8 +324,8 @@ class RunService:
             self.store.add_metrics(name, int(msg.get("step", 0)), msg.get("values") or {}, journal_offset=journal_offset)
             return
         if kind == "run":
-            fields = {k: v for k, v in (msg.get("fields") or {}).items() if k in _WORKER_FIELDS}
-            self.store.update_run(name, journal_offset=journal_offset, **fields)
+            run_fields = {k: v for k, v in (msg.get("fields") or {}).items() if k in _WORKER_FIELDS}
+            self.store.update_run(name, journal_offset=journal_offset, **run_fields)
             return
         if kind == "event":
             etype, message, data = str(msg.get("type")), str(msg.get("message", "")), msg.get("data") or {}
@@ -356,10 +366,19 @@ class RunService:
             msg = "Completed" + (" (the cancel came after the model was registered)" if cancelled else "")
             if run.registered_model_version:
                 msg += f": registered {run.registered_model_name} version {run.registered_model_version}"
-            self._finish(name, RunStatus.COMPLETED, EventType.COMPLETED, msg, {"registered_model_name": run.registered_model_name, "registered_model_version": run.registered_model_version}, progress=100.0)
+            self._finish(
+                name,
+                RunStatus.COMPLETED,
+                EventType.COMPLETED,
+                msg,
+                {"registered_model_name": run.registered_model_name, "registered_model_version": run.registered_model_version},
+                progress=100.0,
+            )
         else:
             reason = ex.failure or _describe_exit(ex.returncode, ex.log_tail)
-            self._finish(name, RunStatus.FAILED, EventType.FAILED, f"Failed: {reason}", {"reason": reason, "returncode": ex.returncode})
+            self._finish(
+                name, RunStatus.FAILED, EventType.FAILED, f"Failed: {reason}", {"reason": reason, "returncode": ex.returncode}
+            )
 
     def _resume_or_fail(self, run: TrainingRun, ex: WorkerExit) -> None:
         """The worker died without finishing (killed, crashed, lost its service): resume the run from
@@ -374,7 +393,13 @@ class RunService:
         limit = config.autoresume()
         if self._stopping or state.attempts >= limit:
             tried = f" (after {state.attempts} resume(s))" if state.attempts else ""
-            self._finish(run.name, RunStatus.FAILED, EventType.FAILED, f"Failed: {why}{tried}", {"reason": why, "returncode": ex.returncode})
+            self._finish(
+                run.name,
+                RunStatus.FAILED,
+                EventType.FAILED,
+                f"Failed: {why}{tried}",
+                {"reason": why, "returncode": ex.returncode},
+            )
             return
         attempt = state.attempts + 1
         self.store.set_worker(run.name, attempts=attempt, pid=None, pid_start=None)
@@ -384,7 +409,9 @@ class RunService:
         with self._lock:
             self._wake.notify_all()
 
-    def _finish(self, name: str, status: RunStatus, etype: EventType, message: str, data: dict | None = None, **fields) -> TrainingRun:
+    def _finish(
+        self, name: str, status: RunStatus, etype: EventType, message: str, data: dict | None = None, **fields
+    ) -> TrainingRun:
         run, _ = self.store.update_run(
             name, status=status, completed_at=utcnow(), details=message, estimated_end_time=None,
             event=(etype.value, message, data or {}), **fields,
@@ -398,8 +425,18 @@ class RunService:
 
 
 EXIT_STOPPED = 143  # the worker's exit code after SIGTERM (training/worker.py)
-_WORKER_FIELDS = {"adapter", "mlflow_experiment_id", "mlflow_run_id", "registered_model_name", "registered_model_version", "estimated_end_time", "progress",
-                  "learning_rate", "context_length", "training_duration"}  # the values the run uses, defaults filled in
+_WORKER_FIELDS = {
+    "adapter",
+    "mlflow_experiment_id",
+    "mlflow_run_id",
+    "registered_model_name",
+    "registered_model_version",
+    "estimated_end_time",
+    "progress",
+    "learning_rate",
+    "context_length",
+    "training_duration",
+}  # the values the run uses, defaults filled in
 
 
 def _describe_exit(code: int, tail: str) -> str:
@@ -415,7 +452,7 @@ def _describe_exit(code: int, tail: str) -> str:
     return f"{what}; last log line: {last}" if last else what
 
 
-def _is_number(v: Any) -> bool:
+def _is_number(v: Any) -> TypeGuard[str | float]:
     try:
         float(v)
         return v is not None and v != ""
@@ -423,7 +460,7 @@ def _is_number(v: Any) -> bool:
         return False
 
 
-def _is_int(v: Any) -> bool:
+def _is_int(v: Any) -> TypeGuard[str | int]:
     try:
         int(str(v).replace("_", ""))
         return v is not None

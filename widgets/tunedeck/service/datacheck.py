@@ -161,7 +161,11 @@ def _parse(line: bytes) -> dict[str, Any]:
 
 
 def _failure(message: str) -> dict[str, Any]:
-    return {"ok": False, "message": message, "problems": [{"field": "train_data_path", "message": message, "file": None, "line": None}]}
+    return {
+        "ok": False,
+        "message": message,
+        "problems": [{"field": "train_data_path", "message": message, "file": None, "line": None}],
+    }
 
 
 def _log_tail(lines: int = 3) -> str:

@@ -14,9 +14,10 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from tunedeck.types import RunStatus, TrainingEvent, TrainingRun, utcnow
 
@@ -132,7 +133,7 @@ class Store:
             try:
                 self._db.execute(
                     "INSERT INTO runs (name, status, created_at, data) VALUES (?, ?, ?, ?)",
-                    (run.name, run.status.value, run.created_at.isoformat(), json.dumps(run.to_dict())),
+                    (run.name, run.status.value, (run.created_at or utcnow()).isoformat(), json.dumps(run.to_dict())),
                 )
             except sqlite3.IntegrityError:
                 raise RunExistsError(run.name) from None
@@ -144,7 +145,8 @@ class Store:
         return TrainingRun.from_dict(json.loads(row[0])) if row else None
 
     def list_runs(self, limit: int | None = None, statuses: Iterable[str] | None = None) -> list[TrainingRun]:
-        sql, args = "SELECT data FROM runs", []
+        sql = "SELECT data FROM runs"
+        args: list[Any] = []
         statuses = list(statuses or [])
         if statuses:
             sql += f" WHERE status IN ({','.join('?' * len(statuses))})"
@@ -193,7 +195,7 @@ class Store:
             row = self._db.execute(f"SELECT {', '.join(_WORKER_COLUMNS)} FROM workers WHERE run = ?", (name,)).fetchone()
         if row is None:
             return WorkerState()
-        state = WorkerState(**dict(zip(_WORKER_COLUMNS, row)))
+        state = WorkerState(**dict(zip(_WORKER_COLUMNS, row, strict=True)))
         state.orphaned = bool(state.orphaned)
         return state
 

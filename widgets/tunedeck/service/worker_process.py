@@ -17,9 +17,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from tunedeck.processes import is_alive, process_start, write_owner
 
@@ -174,7 +175,7 @@ class WorkerProcess:
                 self._exit_code = int(report.get("code", 1))
             try:
                 self._on_report(report, self._offset)
-            except Exception as exc:  # a bad report must not stop the follower
+            except Exception as exc:  # noqa: BLE001 - a bad report must not stop the follower
                 print(f"tunedeck: could not record report {line[:200]!r}: {exc}", file=sys.stderr)
 
 

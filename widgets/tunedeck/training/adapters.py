@@ -20,6 +20,7 @@ import torch
 
 from tunedeck.inputs.catalog import ADAPTER_CONFIG, adapter_base
 from tunedeck.training.failures import TrainingFailure
+
 # Attention projections by the names architectures give them; the first family a model has wins.
 ATTENTION_PROJECTIONS = (
     ("q_proj", "k_proj", "v_proj", "o_proj"),  # Llama, Mistral, Qwen, Gemma, Phi-3 (qkv_proj), OLMo ...
@@ -44,7 +45,7 @@ def attention_modules(model: torch.nn.Module) -> list[str]:
     linear_names = {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
     for family in ATTENTION_PROJECTIONS:
         found = [n for n in family if n in linear_names]
-        if found and (len(found) == len(family) or family[0] == "q_proj" and {"q_proj", "v_proj"} <= set(found)):
+        if found and (len(found) == len(family) or (family[0] == "q_proj" and {"q_proj", "v_proj"} <= set(found))):
             return found
     return []
 
@@ -84,7 +85,7 @@ def load_lora(model: Any, checkpoint: str | Path, base_path: str | Path) -> Any:
 
     try:
         peft_model = PeftModel.from_pretrained(model, str(checkpoint), is_trainable=True, autocast_adapter_dtype=True)
-    except Exception as error:  # noqa: BLE001 - a corrupt or foreign adapter folder
+    except Exception as error:  # a corrupt or foreign adapter folder
         detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise TrainingFailure(
             f"custom_weights_path: could not load the LoRA adapter in {checkpoint} ({type(error).__name__}: {detail})"

@@ -148,7 +148,7 @@ def load_trainer_state(folder: str | Path) -> dict[str, Any]:
     path = Path(folder) / TRAINER_STATE
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - missing, truncated or foreign file
+    except Exception as error:  # missing, truncated or foreign file
         raise TrainingFailure(f"resume_from: cannot read {path} ({type(error).__name__}: {error})") from error
 
 

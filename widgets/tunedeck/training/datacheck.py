@@ -72,7 +72,9 @@ def data_check(
         tokenizer, maximum = _tokenizer(Path(model_path), gguf_file, model_cache_dir)
     except Exception as error:  # noqa: BLE001 - any folder can be named as the model: say why it cannot be read
         detail = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
-        return _model_failure(result, f"cannot load the tokenizer from {model_path} ({type(error).__name__}: {detail})", model_path)
+        return _model_failure(
+            result, f"cannot load the tokenizer from {model_path} ({type(error).__name__}: {detail})", model_path
+        )
     context = int(context_length or default_context_length(maximum))
     result["context_length"] = context
     result["rows"] = len(examples)
@@ -157,7 +159,7 @@ def _stamp(folder: Path, gguf_file: str | None) -> tuple:
     """Size and modification time of the files a tokenizer is read from (a changed file is read again)."""
     names = [gguf_file] if gguf_file else ["config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja",
                                             "special_tokens_map.json", "tokenizer.model", "vocab.json", "merges.txt"]
-    stamp = []
+    stamp: list[tuple[str, int | None, int | None]] = []
     for name in names:
         try:
             info = (folder / name).stat()
@@ -178,7 +180,11 @@ def answer(request: dict[str, Any]) -> dict[str, Any]:
         )
     except Exception as error:  # noqa: BLE001 - the helper answers every request, and says why it could not
         message = f"the data check failed: {type(error).__name__}: {str(error)[:300]}"
-        return {"ok": False, "message": message, "problems": [{"field": "train_data_path", "message": message, "file": None, "line": None}]}
+        return {
+            "ok": False,
+            "message": message,
+            "problems": [{"field": "train_data_path", "message": message, "file": None, "line": None}],
+        }
 
 
 def serve(stdin: IO[bytes], stdout: IO[str], idle_exit: float = IDLE_EXIT_SECONDS) -> None:

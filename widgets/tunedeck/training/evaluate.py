@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
+from tunedeck.training.attention import PackedMask
 from tunedeck.training.failures import StopSignal
 from tunedeck.training.loss import loss_sum
 from tunedeck.training.models import Device
@@ -23,7 +24,7 @@ GENERATION = dict(max_new_tokens=100, temperature=1.0, top_k=50, top_p=0.95, do_
 
 @torch.no_grad()
 def eval_loss(
-    model: Any, rows: list[list], micro_batch_tokens: int, pad_id: int, device: Device, packed_mask: str = "dense",
+    model: Any, rows: list[list], micro_batch_tokens: int, pad_id: int, device: Device, packed_mask: PackedMask = "dense",
     stop: StopSignal | None = None,
 ) -> float:
     """Mean token loss over every eval row (all tokens weigh the same, as in training)."""

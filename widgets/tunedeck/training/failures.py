@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import signal
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 
 class TrainingFailure(Exception):
@@ -33,11 +33,11 @@ class StopSignal:
         self.requested = False
         self._deferred = False
 
-    def install(self) -> "StopSignal":
+    def install(self) -> StopSignal:
         signal.signal(signal.SIGTERM, self._handle)
         return self
 
-    def _handle(self, signum, frame) -> None:  # noqa: ANN001 - signal handler signature
+    def _handle(self, signum, frame) -> None:  # signal handler signature
         self.requested = True
         if not self._deferred:
             raise StopRequested()

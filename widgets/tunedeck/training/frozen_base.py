@@ -59,7 +59,7 @@ def store_in_bf16(model: torch.nn.Module) -> int:
             module.forward = types.MethodType(_upcast_forward, module)
             saved += module.weight.numel() * 2
     for module in model.modules():
-        for name, p in list(module.named_parameters(recurse=False)):
+        for _name, p in list(module.named_parameters(recurse=False)):
             if id(p) not in linear_params and p.dtype != torch.float32:
                 p.data = p.data.float()  # embeddings and norms: small, and they set the residual stream's dtype
         for name, b in list(module.named_buffers(recurse=False)):

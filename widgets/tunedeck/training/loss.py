@@ -117,7 +117,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, targets, rows):  # noqa: ANN001 - autograd's signature
+    def forward(ctx, hidden, weight, bias, targets, rows):  # autograd's signature
         want_h, want_w, want_b = ctx.needs_input_grad[:3]
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         grad_h = torch.empty_like(hidden) if want_h else None
@@ -147,9 +147,12 @@ class _LinearCrossEntropy(torch.autograd.Function):
         return total
 
     @staticmethod
-    def backward(ctx, grad_output):  # noqa: ANN001
+    def backward(ctx, grad_output):
         saved = iter(ctx.saved_tensors)
-        grads = [(next(saved) * grad_output).to(dtype) if present else None for present, dtype in zip(ctx.which, ctx.dtypes)]
+        grads = [
+            (next(saved) * grad_output).to(dtype) if present else None
+            for present, dtype in zip(ctx.which, ctx.dtypes, strict=True)
+        ]
         return (*grads, None, None)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -46,7 +47,7 @@ def fit_run(
     kind = "cuda" if device.type == "cuda" else "cpu"
     available = torch.cuda.mem_get_info(device)[0] if kind == "cuda" else None
     resident = 0 if kind == "cuda" else memory.resident_memory()
-    settings = dict(
+    settings: dict[str, Any] = dict(
         context_length=context_length, adapter=adapter, autocast=autocast, row_tokens=row_tokens, device=kind,
         available=available, resident=resident, micro_batch_tokens=micro_batch_tokens, dense_mask=dense_mask,
     )

@@ -138,7 +138,7 @@ def load_tokenizer(folder: Path):
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder)
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:
         raise _load_failure("model", "tokenizer", folder, error) from error
     if tokenizer.eos_token_id is None:
         raise TrainingFailure(f"model: the tokenizer in {folder} has no end-of-sequence token")
@@ -244,7 +244,7 @@ def _from_pretrained(source: Path, field: str, dtype: torch.dtype, device: Devic
     try:
         model, _ = load_with_plan(attempt, device.device.type, device.compute_dtype,
                                   prefer=os.environ.get("TUNEDECK_ATTENTION") or None)
-    except Exception as error:  # noqa: BLE001 - e.g. safetensors' SafetensorError for a corrupt file
+    except Exception as error:  # e.g. safetensors' SafetensorError for a corrupt file
         raise _load_failure(field, "model weights", source, error) from error
     check_loaded_weights(model, loading, source, field)
     return model
@@ -268,7 +268,13 @@ def check_loaded_weights(model: torch.nn.Module, loading: dict[str, Any], source
     real = [k for k in missing if k in params and not tied(k) and "inv_freq" not in k]
     if not real:
         if unexpected:
-            log.warning("%s: %d tensors in %s are not used by the model (e.g. %s)", field, len(unexpected), source, ", ".join(unexpected[:3]))
+            log.warning(
+                "%s: %d tensors in %s are not used by the model (e.g. %s)",
+                field,
+                len(unexpected),
+                source,
+                ", ".join(unexpected[:3]),
+            )
         return
     total = len(params)
     detail = f"{len(real):,} of the model's {total:,} weights are missing from the checkpoint (e.g. {', '.join(real[:3])})"

@@ -2,7 +2,7 @@
 
 Packing several short examples into one row wastes no compute on padding (2.2x the useful tokens/s
 measured here), but the examples must not see each other. On CPU (no flash-attention varlen kernels)
-restarting ``position_ids`` alone does *not* do that (design.md), so each batch carries a 4D
+restarting ``position_ids`` alone does *not* do that (benchmarks/README.md), so each batch carries a 4D
 block-diagonal causal mask ``(B, 1, L, L)``: 0 where a token may attend, the dtype's minimum elsewhere,
 used as-is by transformers' sdpa/eager attention. Position ids restart per example so every example
 sees the positions it would see alone, and targets are shifted *per example* so the last token of
@@ -61,7 +61,7 @@ class Batch:
             "max_length_k": self.max_seqlen,
         }
 
-    def to(self, device: torch.device | str) -> "Batch":
+    def to(self, device: torch.device | str) -> Batch:
         return Batch(
             self.input_ids.to(device),
             self.position_ids.to(device),

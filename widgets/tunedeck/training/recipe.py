@@ -40,7 +40,7 @@ from tunedeck.inputs.memory import MICRO_BATCH_TOKENS
 from tunedeck.inputs.params import check_task_type, default_learning_rate, describe_adapter, parse_duration
 from tunedeck.inputs.spec import RunSpec
 from tunedeck.training import adapters
-from tunedeck.training.attention import choose_attention, plan_of_model
+from tunedeck.training.attention import PackedMask, choose_attention, plan_of_model
 from tunedeck.training.checkpoint import (
     TRAINER_STATE,
     SavedCheckpoint,
@@ -151,10 +151,13 @@ def run(spec: RunSpec, reporter: Reporter, stop: StopSignal | None = None) -> Re
 
     # --- memory: decided before any weight is loaded ---------------------------------------------
     fit = fit_run(
-        _weights_folder(spec, folder), adapter=spec.adapter or (memory.checkpoint_adapter(spec.custom_weights_path) if spec.custom_weights_path else None),
-        autocast=device.autocast_dtype is not None, context_length=context_length,
+        _weights_folder(spec, folder),
+        adapter=spec.adapter or (memory.checkpoint_adapter(spec.custom_weights_path) if spec.custom_weights_path else None),
+        autocast=device.autocast_dtype is not None,
+        context_length=context_length,
         row_tokens=max([train.capacity, *train.lengths]),  # a long example trains alone: the largest micro-batch
-        device=device.device, micro_batch_tokens=MICRO_BATCH_TOKENS[kind],
+        device=device.device,
+        micro_batch_tokens=MICRO_BATCH_TOKENS[kind],
         dense_mask=choose_attention(device.device.type, device.compute_dtype).packed_mask == "dense",
     )
 
@@ -250,7 +253,7 @@ def run(spec: RunSpec, reporter: Reporter, stop: StopSignal | None = None) -> Re
                     "fingerprint": fingerprint, "mlflow_run_id": tracker.run_id,
                 }
 
-            if state is not None:
+            if state is not None and resume is not None:
                 forget_resume_points_after(run_dir, done)  # an older point was chosen: later ones are abandoned
                 restore_rng(state["rng"])
                 name = resume.name if resume.parent.name == "checkpoints" else "the resume snapshot"
@@ -345,7 +348,7 @@ def train_step(
     pad_id: int,
     device: Device,
     stop: StopSignal,
-    packed_mask: str = "dense",
+    packed_mask: PackedMask = "dense",
 ) -> tuple[float, int, float]:
     """One optimizer step over ``rows``: (mean token loss, tokens, gradient norm before clipping).
 
@@ -371,7 +374,7 @@ def train_step(
 def evaluate(
     model: Any, tokenizer: Any, spec: RunSpec, task: str, evals: Split | None, eval_rows: list,
     pad_id: int, device: Device, kind: str, saved: SavedCheckpoint, reporter: Reporter, tracker: Tracker,
-    packed_mask: str = "dense", stop: StopSignal | None = None,
+    packed_mask: PackedMask = "dense", stop: StopSignal | None = None,
 ) -> None:
     """Eval loss on the eval data and generations for eval_prompts, at a checkpoint."""
     if evals is not None:

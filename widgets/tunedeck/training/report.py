@@ -11,7 +11,7 @@ service tails. Kinds:
     {"kind": "exit", "code": int}          the last line of a worker that ended on its own
 
 A file, not a pipe, so that nothing is lost while the service is down: a restarted service applies the
-journal from where its store says it stopped (service/journal.py), and training never depends on a
+journal from where its store says it stopped (service/worker_process.py), and training never depends on a
 reader being there.
 """
 
@@ -22,7 +22,8 @@ import logging
 import math
 import os
 import sys
-from typing import Any, Callable, TextIO
+from collections.abc import Callable
+from typing import Any, TextIO
 
 from tunedeck.types import EventType
 
@@ -42,7 +43,7 @@ class Reporter:
         self._broken = False
 
     @classmethod
-    def from_env(cls) -> "Reporter":
+    def from_env(cls) -> Reporter:
         path = os.environ.get("TUNEDECK_JOURNAL")
         if path:
             return cls(journal_fd=os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600))
@@ -103,7 +104,7 @@ def _finite(value: Any) -> Any:
 
 def format_duration(seconds: float) -> str:
     """1234 -> '20m 34s'; 45 -> '45s'; 7384 -> '2h 3m'."""
-    seconds = max(0, int(round(seconds)))
+    seconds = max(0, round(float(seconds)))
     h, rest = divmod(seconds, 3600)
     m, s = divmod(rest, 60)
     if h:

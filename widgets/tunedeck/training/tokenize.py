@@ -11,8 +11,9 @@ packer shifts per example so that packed examples never predict each other's fir
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from tunedeck.inputs.datasets import Example
 
@@ -149,7 +150,7 @@ def _render(tokenizer: Any, messages: list[dict[str, str]], *, add_generation_pr
         return ""
     try:
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
-    except Exception as error:  # jinja raises for conversations a template refuses (e.g. role order)
+    except Exception as error:  # noqa: BLE001 - jinja raises for conversations a template refuses (e.g. role order)
         raise TokenizationError(f"the model's chat template rejected this conversation: {error}") from None
 
 
@@ -161,16 +162,15 @@ def _label_spans(tokenizer: Any, text: str, spans: list[tuple[int, int]]) -> Tok
     """
     if getattr(tokenizer, "is_fast", False):
         enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        ids = list(enc["input_ids"])
-        labels = [
+        ids: list[int] = list(enc["input_ids"])
+        labels: list[int] = [
             tok if any(s <= start < e for s, e in spans) and end > start else IGNORE
-            for tok, (start, end) in zip(ids, enc["offset_mapping"])
+            for tok, (start, end) in zip(ids, enc["offset_mapping"], strict=True)
         ]
         return Tokenized(ids, labels)
-    ids: list[int] = []
-    labels: list[int] = []
+    ids, labels = [], []
     cursor = 0
-    for s, e in spans + [(len(text), len(text))]:
+    for s, e in [*spans, (len(text), len(text))]:
         for piece, learned in ((text[cursor:s], False), (text[s:e], True)):
             if piece:
                 piece_ids = tokenizer(piece, add_special_tokens=False)["input_ids"]

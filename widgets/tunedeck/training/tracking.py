@@ -73,7 +73,7 @@ class Tracker:
         params: dict[str, Any],
         tags: dict[str, str] | None = None,
         run_id: str | None = None,
-    ) -> "Tracker":
+    ) -> Tracker:
         """A new MLflow run; or, with ``run_id`` (a resumed training run), that run reopened, so one
         training run's metrics stay in one MLflow run. A run_id the store no longer has gets a new run."""
         from mlflow import MlflowClient

@@ -78,7 +78,7 @@ def _train(run_dir: Path, reporter: Reporter, stop: StopSignal) -> int:
     except MemoryError:
         log.exception("out of memory")
         reporter.failure("the trainer ran out of memory: try a shorter context_length or a smaller model")
-    except Exception as error:  # noqa: BLE001 - the service must hear about every failure
+    except Exception as error:  # the service must hear about every failure
         if _is_out_of_memory(error):
             log.exception("out of memory")
             reporter.failure(f"the trainer ran out of memory ({str(error).splitlines()[0][:200]}): try LoRA "

@@ -50,7 +50,9 @@ def render_data_check(result: dict[str, Any], context_length: int | None = None)
             items.append(f"<li class='td-bad-line'>{esc(where + str(text))}</li>")
         more = f"<li>… and {len(problems) - 10} more</li>" if len(problems) > 10 else ""
         title = "first bad lines" if any(p.get("line") for p in problems) else "problems"
-        html.append(f"<div style='font-size:12px;color:#b91c1c'>{title}:<ul style='margin:2px 0'>{''.join(items)}{more}</ul></div>")
+        html.append(
+            f"<div style='font-size:12px;color:#b91c1c'>{title}:<ul style='margin:2px 0'>{''.join(items)}{more}</ul></div>"
+        )
     sample = result.get("sample")
     if sample is not None:
         text = sample if isinstance(sample, str) else json.dumps(sample, ensure_ascii=False, indent=1)

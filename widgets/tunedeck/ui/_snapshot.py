@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import html
 import uuid
+from collections.abc import Iterable
 from datetime import datetime
-from typing import Any, Iterable
+from typing import Any
 
 from IPython.display import display, update_display
 
@@ -80,7 +81,7 @@ class SnapshotDisplay:
             data[WIDGET_VIEW] = {"version_major": 2, "version_minor": 0, "model_id": model_id}
         return data
 
-    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:  # IPython takes a dict or a (data, metadata) tuple
         return self._mimebundle()
 
     def _ipython_display_(self) -> None:

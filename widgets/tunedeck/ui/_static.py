@@ -9,7 +9,7 @@ sources stay small separate files that node can also import for tests, and nothi
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 _IMPORT = re.compile(r'^import\s*\{[^}]*\}\s*from\s*"\./([\w.-]+\.js)";?\s*$', re.MULTILINE)
@@ -25,13 +25,13 @@ def static_dir() -> Path:
     raise FileNotFoundError(f"tunedeck's widget files are missing (looked in {here / 'static'} and {here.parents[2] / 'js'})")
 
 
-@lru_cache(maxsize=None)
+@cache
 def esm(name: str) -> str:
     """The module ``name`` with its relative imports inlined, ready for anywidget's ``_esm``."""
     return _inline(name, set())
 
 
-@lru_cache(maxsize=None)
+@cache
 def css(*names: str) -> str:
     return "\n".join((static_dir() / n).read_text(encoding="utf-8") for n in names)
 

@@ -9,14 +9,29 @@ No widget code here: the incremental logic is tested without Jupyter.
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from typing import Any
 
-from tunedeck.types import EventType, TrainingEvent, TrainingRun
+from tunedeck.types import EventType, RunStatus, TrainingEvent, TrainingRun
 
-#: Metric names sent to the browser (the chart draws losses; the rest stays in the kernel).
-CHART_METRICS = ("train/loss", "eval/loss")
+#: Metric names sent to the browser: the loss chart's and the small panels' (learning rate, tok/s);
+#: the rest (grad norm...) stays in the kernel.
+CHART_METRICS = ("train/loss", "eval/loss", "train/lr", "train/tokens_per_second")
+
+#: The summary's numbers and the metric each one is read from (the latest point of it, by id): the one
+#: source of every number the monitor shows — header, legend, panels, snapshot (js/monitor.js reads the
+#: same points with the same rule, currentNumbers).
+NUMBERS = {"loss": "train/loss", "eval_loss": "eval/loss", "lr": "train/lr", "tokens_per_second": "train/tokens_per_second"}
+
+#: Events whose message (the run's ``details``) restates those numbers from another moment: the monitor's
+#: status line leaves them out, so it never disagrees with the header.
+_NUMBER_EVENTS = (EventType.TRAIN_UPDATED.value, EventType.TRAIN_FINISHED.value, EventType.EVAL_COMPLETED.value)
+
+WAITING = (RunStatus.PENDING, RunStatus.QUEUED)
+QUEUE_SECONDS = 5.0  # how often a waiting run re-reads the queue (one list of waiting runs)
 
 
 def event_json(event: TrainingEvent) -> dict[str, Any]:
@@ -57,6 +72,10 @@ class RunTracker:
         self.metrics: list[dict[str, Any]] = []
         self.last_seq = 0
         self.last_metric_id = 0
+        self.latest: dict[str, dict[str, Any]] = {}  # the newest point of each metric name
+        self.queue_ahead: int | None = None  # waiting runs created before this one (while it waits)
+        self.queue_seconds = QUEUE_SECONDS
+        self._queue_read_at: float | None = None
         self.lock = threading.RLock()  # guards the state: poll thread vs. the kernel's message handler
         self._polling = threading.Lock()  # one poll at a time, so an older answer never lands last
 
@@ -75,9 +94,11 @@ class RunTracker:
             points = client.metrics(self.name, after=self.last_metric_id)
         except AttributeError:  # a client without metrics: the chart falls back to events
             points = []
+        queue_ahead = self._queue_ahead(client, run)
         with self.lock:
-            delta = Delta(run_changed=self.run is None or run.to_dict() != self.run.to_dict())
+            delta = Delta(run_changed=self.run is None or run.to_dict() != self.run.to_dict() or queue_ahead != self.queue_ahead)
             self.run = run
+            self.queue_ahead = queue_ahead
             for event in events:
                 if event.sequence > self.last_seq:
                     self.events.append(event_json(event))
@@ -86,10 +107,28 @@ class RunTracker:
             for point in points:
                 if point["id"] > self.last_metric_id:
                     self.last_metric_id = point["id"]
+                    self.latest[point["name"]] = metric_json(point)
                     if point["name"] in CHART_METRICS:
                         self.metrics.append(metric_json(point))
                         delta.metrics.append(self.metrics[-1])
             return delta
+
+    def _queue_ahead(self, client: Any, run: TrainingRun) -> int | None:
+        """How many waiting runs the service will start before this one (it starts the oldest first), read
+        only while this run waits and at most every ``queue_seconds``; None when not waiting or unknown."""
+        if run.status not in WAITING:
+            self._queue_read_at = None
+            return None
+        now = time.monotonic()
+        if self._queue_read_at is not None and now - self._queue_read_at < self.queue_seconds:
+            return self.queue_ahead
+        self._queue_read_at = now
+        try:
+            waiting = client.list_runs(statuses=[s.value for s in WAITING])
+        except Exception:  # noqa: BLE001 - the queue place is a nicety: never fail a poll for it
+            return None
+        order = lambda r: (r.created_at is None, r.created_at.timestamp() if r.created_at else 0.0, r.name)  # noqa: E731
+        return sum(1 for r in waiting if r.name != run.name and r.status in WAITING and order(r) < order(run))
 
     @property
     def terminal(self) -> bool:
@@ -127,6 +166,10 @@ class RunTracker:
                 registered_model_version=run.registered_model_version,
                 eta_at=_iso(run.estimated_end_time),
             )
+            if out["details"] and self._restates_numbers(out["details"]):
+                out["details"] = None
+            if run.status in WAITING and self.queue_ahead is not None:
+                out["queue_ahead"] = self.queue_ahead
             latest = self._latest(EventType.TRAIN_UPDATED.value)
             if latest:
                 data = latest["data"]
@@ -140,6 +183,7 @@ class RunTracker:
             evaluated = self._latest(EventType.EVAL_COMPLETED.value)
             if evaluated and evaluated["data"].get("eval_loss") is not None:
                 out["eval_loss"] = evaluated["data"]["eval_loss"]
+            self._numbers_from_points(out)
             failed = self._latest(EventType.FAILED.value)
             if failed:
                 out["failure"] = failed["data"].get("reason") or failed["message"]
@@ -157,10 +201,36 @@ class RunTracker:
         """Eval generations per checkpoint, oldest first (for text snapshots)."""
         with self.lock:
             return [
-                {"checkpoint": e["data"].get("checkpoint"), "step": e["data"].get("step"), "generations": e["data"].get("generations") or []}
+                {
+                    "checkpoint": e["data"].get("checkpoint"),
+                    "step": e["data"].get("step"),
+                    "generations": e["data"].get("generations") or [],
+                }
                 for e in self.events
                 if e["type"] == EventType.EVAL_GENERATIONS.value
             ]
+
+    def _numbers_from_points(self, out: dict[str, Any]) -> None:
+        """Loss, eval loss, learning rate, tok/s and the step from the latest metric points (the events
+        only where there is no point): events come every ~0.5 s, points every step."""
+        for key, name in NUMBERS.items():
+            if name in self.latest:
+                out[key] = self.latest[name]["value"]
+        train = self.latest.get("train/loss")
+        if train is None:
+            return
+        step = out.get("step")
+        if out.get("epoch") is not None and step:
+            out["epoch"] = round(float(out["epoch"]) * train["step"] / step, 4)
+        out["step"] = train["step"]
+        if out.get("total_steps") and out.get("status") != RunStatus.COMPLETED.value:
+            out["progress"] = min(100.0, 100.0 * train["step"] / out["total_steps"])
+
+    def _restates_numbers(self, details: str) -> bool:
+        for event in reversed(self.events[-50:]):
+            if event["message"] == details:
+                return event["type"] in _NUMBER_EVENTS
+        return False
 
     def _latest(self, event_type: str) -> dict[str, Any] | None:
         for event in reversed(self.events):

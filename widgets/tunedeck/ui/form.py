@@ -32,12 +32,24 @@ PARAMETERS = (
     "custom_weights_path", "training_duration", "learning_rate", "context_length",
     "experiment_path", "data_prep_cluster_id", "validate_inputs", "adapter",
 )
-TASKS = (("Chat completion", "CHAT_COMPLETION"), ("Instruction", "INSTRUCTION_FINETUNE"), ("Continued pretraining", "CONTINUED_PRETRAIN"))
+TASKS = (
+    ("Chat completion", "CHAT_COMPLETION"),
+    ("Instruction", "INSTRUCTION_FINETUNE"),
+    ("Continued pretraining", "CONTINUED_PRETRAIN"),
+)
 UNITS = (("epochs", "ep"), ("batches", "ba"), ("tokens", "tok"))
 METHODS = (("Full fine-tuning", "full"), ("LoRA", "lora"), ("QLoRA (4-bit, CUDA only)", "qlora"))
 TARGETS = (("all linear layers", "all-linear"), ("attention projections", "attention"), ("these layers:", "custom"))
 ADAPTER_FIELDS = ("adapter_rank", "adapter_alpha", "adapter_target_modules")
-ADVANCED = ("adapter", *ADAPTER_FIELDS, "context_length", "custom_weights_path", "experiment_path", "data_prep_cluster_id", "validate_inputs")
+ADVANCED = (
+    "adapter",
+    *ADAPTER_FIELDS,
+    "context_length",
+    "custom_weights_path",
+    "experiment_path",
+    "data_prep_cluster_id",
+    "validate_inputs",
+)
 EVALUATION = ("eval_data_path", "eval_prompts")
 DOUBLE_CLICK_SECONDS = 1.0
 LABEL_WIDTH = "120px"
@@ -86,27 +98,44 @@ class TrainingForm(_snapshot.SnapshotDisplay, w.VBox):
         if model and model not in self._models:
             options.append((f"{model}  (not in get_models())", model))
         text = dict(layout=w.Layout(width=INPUT_WIDTH))
-        self.model_w = w.Dropdown(options=options, value=model or (options[0][1] if options else None), layout=w.Layout(width=INPUT_WIDTH))
+        self.model_w = w.Dropdown(
+            options=options, value=model or (options[0][1] if options else None), layout=w.Layout(width=INPUT_WIDTH)
+        )
         self.model_help = w.HTML()
         task = str(d.get("task_type") or checks.DEFAULT_TASK_TYPE).upper()
         if task not in dict(TASKS).values():
             self._server["task_type"] = [f"{d['task_type']!r} is not a task type; showing the default"]
             task = checks.DEFAULT_TASK_TYPE
         self.task_w = w.ToggleButtons(options=TASKS, value=task, style={"button_width": "170px"})
-        self.train_w = w.Text(value=d.get("train_data_path") or "", placeholder="train.jsonl, /Volumes/<catalog>/<schema>/<volume>/..., or org/dataset/split", **text)
+        self.train_w = w.Text(
+            value=d.get("train_data_path") or "",
+            placeholder="train.jsonl, /Volumes/<catalog>/<schema>/<volume>/..., or org/dataset/split",
+            **text,
+        )
         self.check_w = w.Button(description="Check data", tooltip="rows, token counts and bad lines of the training data")
         self.check_w.on_click(lambda _: self.check_data())
         self.check_out = w.HTML()
         self.check_out.add_class("td-data-check")
-        self.register_w = w.Text(value=d.get("register_to") or "", placeholder="catalog.schema  or  catalog.schema.model_name", **text)
+        self.register_w = w.Text(
+            value=d.get("register_to") or "", placeholder="catalog.schema  or  catalog.schema.model_name", **text
+        )
         duration = _split_duration(d.get("training_duration"))
         self.duration_w = w.BoundedIntText(value=duration[0], min=1, max=10**15, layout=w.Layout(width="120px"))
         self.unit_w = w.Dropdown(options=UNITS, value=duration[1], layout=w.Layout(width="110px"))
-        self.lr_w = w.Text(value="" if d.get("learning_rate") is None else str(d["learning_rate"]), layout=w.Layout(width="160px"))
+        self.lr_w = w.Text(
+            value="" if d.get("learning_rate") is None else str(d["learning_rate"]), layout=w.Layout(width="160px")
+        )
         self.lr_help = w.HTML()
-        self.eval_data_w = w.Text(value=d.get("eval_data_path") or "", placeholder="optional: held-out data in the same format", **text)
+        self.eval_data_w = w.Text(
+            value=d.get("eval_data_path") or "", placeholder="optional: held-out data in the same format", **text
+        )
         prompts = d.get("eval_prompts") or []
-        self.prompts_w = w.Textarea(value="\n".join([prompts] if isinstance(prompts, str) else prompts), placeholder="one prompt per line; generated at every checkpoint", rows=3, **text)
+        self.prompts_w = w.Textarea(
+            value="\n".join([prompts] if isinstance(prompts, str) else prompts),
+            placeholder="one prompt per line; generated at every checkpoint",
+            rows=3,
+            **text,
+        )
         info = self._model_info()
         maximum = info.max_context_length if info else 1_000_000
         default_ctx = checks.default_context_length(maximum)
@@ -118,7 +147,11 @@ class TrainingForm(_snapshot.SnapshotDisplay, w.VBox):
         self._default_context = default_ctx
         self.context_w = w.BoundedIntText(value=ctx, min=8, max=maximum, layout=w.Layout(width="120px"))
         self.context_help = w.HTML()
-        self.weights_w = w.Text(value=d.get("custom_weights_path") or "", placeholder="a checkpoint folder ep#-ba# or latest-sharded-rank0.symlink", **text)
+        self.weights_w = w.Text(
+            value=d.get("custom_weights_path") or "",
+            placeholder="a checkpoint folder ep#-ba# or latest-sharded-rank0.symlink",
+            **text,
+        )
         self.experiment_w = w.Text(value=d.get("experiment_path") or "", placeholder="default: /Users/<you>/<run name>", **text)
         self.cluster_w = w.Text(value=d.get("data_prep_cluster_id") or "", placeholder="recorded; used for table inputs", **text)
         try:
@@ -134,9 +167,12 @@ class TrainingForm(_snapshot.SnapshotDisplay, w.VBox):
         self.alpha_help = w.HTML()
         target = "all-linear" if modules is None else ("attention" if modules == "attention" else "custom")
         self.targets_w = w.Dropdown(options=TARGETS, value=target, layout=w.Layout(width="200px"))
-        self.modules_w = w.Text(value=", ".join(modules) if target == "custom" else "", placeholder="q_proj, v_proj",
+        custom = ", ".join(modules) if target == "custom" and isinstance(modules, list) else ""
+        self.modules_w = w.Text(value=custom, placeholder="q_proj, v_proj",
                                 layout=w.Layout(width="236px"))
-        self.validate_w = w.Checkbox(value=bool(d.get("validate_inputs", True)), description="check paths, data and names before starting", indent=False)
+        self.validate_w = w.Checkbox(
+            value=bool(d.get("validate_inputs", True)), description="check paths, data and names before starting", indent=False
+        )
         self.preview = CodeBlock(title="Python — the same run from code")
         self.start_w = w.Button(description="Start training", button_style="primary", icon="play")
         self.start_w.add_class("td-start")
@@ -163,7 +199,9 @@ class TrainingForm(_snapshot.SnapshotDisplay, w.VBox):
         error = w.HTML()
         error.add_class("td-field-error")
         self._errors[field] = error
-        parts: list[w.Widget] = [w.HBox([w.Label(label, layout=w.Layout(width=LABEL_WIDTH)), *widgets], layout=w.Layout(align_items="center"))]
+        parts: list[w.Widget] = [
+            w.HBox([w.Label(label, layout=w.Layout(width=LABEL_WIDTH)), *widgets], layout=w.Layout(align_items="center"))
+        ]
         if below is not None:
             parts.append(self._folding(below))
         parts.append(self._folding(error))
@@ -199,13 +237,21 @@ class TrainingForm(_snapshot.SnapshotDisplay, w.VBox):
             self._row("data_prep_cluster_id", "Data prep cluster", self.cluster_w),
             self._row("validate_inputs", "Validate inputs", self.validate_w),
         ])
-        self.evaluation_w = w.Accordion(children=[evaluation], titles=("Evaluation — eval data, eval prompts",), selected_index=None)
-        self.advanced_w = w.Accordion(children=[advanced], titles=("Advanced — fine-tuning method (LoRA), context length, custom weights, experiment path, validation",), selected_index=None)
+        self.evaluation_w = w.Accordion(
+            children=[evaluation], titles=("Evaluation — eval data, eval prompts",), selected_index=None
+        )
+        self.advanced_w = w.Accordion(
+            children=[advanced],
+            titles=("Advanced — fine-tuning method (LoRA), context length, custom weights, experiment path, validation",),
+            selected_index=None,
+        )
         self.evaluation_w.add_class("td-section-evaluation")
         self.advanced_w.add_class("td-section-advanced")
         self._general = w.HTML()
         self._general.add_class("td-form-error")
-        self._general.observe(lambda _: setattr(self._general.layout, "display", "block" if self._general.value else "none"), names="value")
+        self._general.observe(
+            lambda _: setattr(self._general.layout, "display", "block" if self._general.value else "none"), names="value"
+        )
         self._general.layout.display = "none"
         return [
             w.HTML("<b style='font-size:14px'>tunedeck · new training run</b>"),
@@ -408,7 +454,10 @@ class TrainingForm(_snapshot.SnapshotDisplay, w.VBox):
         owner = change["owner"]
         for field, widget in self._inputs().items():
             if widget is owner:
-                shown_at = {"training_duration_unit": "training_duration", "adapter_target_modules_list": "adapter_target_modules"}.get(field, field)
+                shown_at = {
+                    "training_duration_unit": "training_duration",
+                    "adapter_target_modules_list": "adapter_target_modules",
+                }.get(field, field)
                 self._server.pop(shown_at, None)
                 if shown_at.startswith("adapter_"):
                     self._server.pop("adapter", None)  # what the service said about the adapter as a whole
@@ -447,27 +496,37 @@ class TrainingForm(_snapshot.SnapshotDisplay, w.VBox):
         if self.method_w.value != "full":  # adapters start at zero and take larger steps
             lr_default = f"{checks.default_learning_rate(info.parameters if info else None, {'type': 'lora'}):g} for LoRA"
         self.lr_w.placeholder = f"default {lr_default}"
-        self.lr_help.value = f"<span class='td-muted' style='font-size:12px'>blank = {esc(lr_default)} · AdamW, 2% warmup, linear decay</span>"
+        self.lr_help.value = (
+            f"<span class='td-muted' style='font-size:12px'>blank = {esc(lr_default)} · AdamW, 2% warmup, linear decay</span>"
+        )
         maximum = f"{info.max_context_length:,}" if info else "?"
         method = self.method_w.value
         self.lora_w.layout.display = "none" if method == "full" else None
         self.modules_w.layout.display = None if self.targets_w.value == "custom" else "none"
         self.method_help.value = f"<span class='td-muted' style='font-size:12px'>{esc(METHOD_HELP[method])}</span>"
         try:
-            alpha_default = f"{checks.parse_adapter(LoRA(rank=self._lora().rank))['alpha']:g}"
+            parsed = checks.parse_adapter(LoRA(rank=self._lora().rank))
+            alpha_default = f"{parsed['alpha']:g}" if parsed else ""
         except ValueError:
             alpha_default = ""
         self.alpha_w.placeholder = alpha_default or "2 × rank"
         alpha_note = f"blank = 2 × rank ({alpha_default})" if alpha_default else "blank = 2 × rank"
-        self.alpha_help.value = f"<span class='td-muted' style='font-size:12px'>{alpha_note} · scales the update by alpha / rank</span>"
-        self.context_help.value = f"<span class='td-muted' style='font-size:12px'>default {self._default_context:,} · at most {maximum}</span>"
+        self.alpha_help.value = (
+            f"<span class='td-muted' style='font-size:12px'>{alpha_note} · scales the update by alpha / rank</span>"
+        )
+        self.context_help.value = (
+            f"<span class='td-muted' style='font-size:12px'>default {self._default_context:,} · at most {maximum}</span>"
+        )
         messages: dict[str, list[str]] = {}
         for problem in self.problems():
             messages.setdefault(problem.field, []).append(problem.message)
         for field, texts in self._server.items():
             messages.setdefault(field, []).extend(texts)
         for field, box in self._errors.items():
-            box.value = "".join(f"<div style='color:var(--jp-error-color1,#b91c1c);font-size:12px'>{esc(t)}</div>" for t in messages.get(field, []))
+            box.value = "".join(
+                f"<div style='color:var(--jp-error-color1,#b91c1c);font-size:12px'>{esc(t)}</div>"
+                for t in messages.get(field, [])
+            )
         general = messages.get("", []) + [f"{f}: {t}" for f, ts in messages.items() if f not in self._errors and f for t in ts]
         self._general.value = "".join(f"<div style='color:var(--jp-error-color1,#b91c1c)'>{esc(t)}</div>" for t in general)
         for section, fields in ((self.evaluation_w, EVALUATION), (self.advanced_w, ADVANCED)):
@@ -495,7 +554,8 @@ def form(**defaults: Any) -> TrainingForm:
 
 
 # -- helpers ----------------------------------------------------------------------------------------
-_LORA_IS_FOR = "LoRA trains small adapters on a frozen base — far less memory: the way to fine-tune 1B-70B models; the registered model has the adapter merged in"
+_LORA_IS_FOR = ("LoRA trains small adapters on a frozen base — far less memory: the way to fine-tune 1B-70B models; "
+                "the registered model has the adapter merged in")
 METHOD_HELP = {
     "full": f"every weight is trained (the default). {_LORA_IS_FOR}",
     "lora": _LORA_IS_FOR,

@@ -18,8 +18,10 @@ closes (see ``_poller``).
 
 from __future__ import annotations
 
+import json
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import anywidget
 import traitlets
@@ -55,13 +57,13 @@ class RunMonitor(_snapshot.SnapshotDisplay, anywidget.AnyWidget):
         client: Any = None,
         poll_seconds: float = POLL_SECONDS,
         closable: bool = False,
-        on_close_request: Callable[["RunMonitor"], None] | None = None,
+        on_close_request: Callable[[RunMonitor], None] | None = None,
     ):
         name = run.name if isinstance(run, TrainingRun) else str(run)
         super().__init__(run_name=name, closable=closable)
         self._client = client
         self._on_close_request = on_close_request
-        self._terminal_callbacks: list[Callable[["RunMonitor"], None]] = []
+        self._terminal_callbacks: list[Callable[[RunMonitor], None]] = []
         self._gone = False
         self._ending = False  # set (under the tracker's lock) by the one call of _end()
         self._ended = threading.Event()  # set once the end has been fully handled
@@ -107,7 +109,7 @@ class RunMonitor(_snapshot.SnapshotDisplay, anywidget.AnyWidget):
                 self._poll_quietly()
         return self.run
 
-    def on_terminal(self, callback: Callable[["RunMonitor"], None]) -> None:
+    def on_terminal(self, callback: Callable[[RunMonitor], None]) -> None:
         """Call ``callback(monitor)`` once when the run reaches COMPLETED, STOPPED or FAILED."""
         with self.tracker.lock:
             if not self._ending:
@@ -215,11 +217,18 @@ class RunMonitor(_snapshot.SnapshotDisplay, anywidget.AnyWidget):
     def _snapshot_text(self) -> str:
         s = self.summary
         parts = [f"tunedeck run {self.run_name}: {s.get('status', 'UNKNOWN')}"]
+        if queue_text(s):
+            parts.append(queue_text(s))
         if s.get("progress") is not None:
             parts.append(f"{float(s['progress']):.0f}%")
+        if s.get("loss") is not None:
+            parts.append(f"loss {format_number(s['loss'])}")
         if s.get("registered_model_version"):
             parts.append(f"registered {s.get('registered_model_name')} version {s['registered_model_version']}")
         lines = [" · ".join(parts)]
+        if s.get("registered_model_version"):
+            code = load_line(s.get("registered_model_name") or "", s["registered_model_version"])
+            lines.append("  " + code.replace("\n", "; "))
         for event in self.tracker.events[-SNAPSHOT_EVENTS:]:
             lines.append(f"  {_snapshot.short_time(event['time'])}  {event['type']:<18} {event['message']}")
         if self.error:
@@ -231,31 +240,70 @@ class RunMonitor(_snapshot.SnapshotDisplay, anywidget.AnyWidget):
         s = self.summary
         head = f"<b>{esc(self.run_name)}</b> {_snapshot.badge(s.get('status'))}"
         facts = []
+        if queue_text(s):
+            facts.append(queue_text(s))
         if s.get("progress") is not None:
             facts.append(f"{float(s['progress']):.0f}%")
         if s.get("loss") is not None:
-            facts.append(f"loss {float(s['loss']):.4f}")
+            facts.append(f"loss {format_number(s['loss'])}")
         if s.get("eval_loss") is not None:
-            facts.append(f"eval loss {float(s['eval_loss']):.4f}")
+            facts.append(f"eval loss {format_number(s['eval_loss'])}")
         if s.get("details"):
             facts.append(str(s["details"]))
         lines = [f"<div>{head} {esc(' · '.join(facts))}</div>"]
         if s.get("experiment_path"):
             lines.append(f"<div>MLflow experiment {esc(s['experiment_path'])}</div>")
         if s.get("registered_model_version"):
-            lines.append(f"<div>Registered model {esc(s.get('registered_model_name'))} version {esc(s['registered_model_version'])}</div>")
+            lines.append(
+                f"<div>Registered model {esc(s.get('registered_model_name'))} version {esc(s['registered_model_version'])}</div>"
+            )
+            code = load_line(s.get("registered_model_name") or "", s["registered_model_version"])
+            lines.append(f"<pre style='margin:2px 0'>{esc(code)}</pre>")
         if self.error:
             lines.append(f"<div style='color:#b91c1c'>{esc(self.error)}</div>")
         events = self.tracker.events[-SNAPSHOT_EVENTS:][::-1]
         count = len(self.tracker.events)
         lines.append(f"<div>Events (newest {len(events)} of {count}):</div>")
-        lines.append(_snapshot.table(["time", "type", "message"], [(_snapshot.short_time(e["time"]), e["type"], e["message"]) for e in events]))
+        lines.append(
+            _snapshot.table(
+                ["time", "type", "message"], [(_snapshot.short_time(e["time"]), e["type"], e["message"]) for e in events]
+            )
+        )
         gens = self.tracker.generations()
         if gens:
             last = gens[-1]
             lines.append(f"<div>Eval generations at {esc(last['checkpoint'])}:</div>")
-            lines.append(_snapshot.table(["prompt", "generation"], [(g.get("prompt"), g.get("generation")) for g in last["generations"]]))
+            lines.append(
+                _snapshot.table(["prompt", "generation"], [(g.get("prompt"), g.get("generation")) for g in last["generations"]])
+            )
         return f"<div class='tunedeck-snapshot' style='font-size:13px'>{''.join(lines)}</div>"
+
+
+def format_number(value: Any, digits: int = 4) -> str:
+    """A number as the view writes it (js/common.js fmtNumber): 4 significant digits, exponents outside
+    [1e-3, 1e6) — so the snapshot and the live view print the same loss the same way."""
+    v = float(value)
+    if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e6):
+        mantissa, exp = f"{v:.2e}".split("e")
+        return f"{mantissa}e{int(exp):+d}"
+    text = repr(float(f"{v:.{digits}g}"))
+    return text[:-2] if text.endswith(".0") else text
+
+
+def queue_text(s: dict[str, Any]) -> str:
+    """Where a waiting run stands, as the view says it (js/monitor.js queueText)."""
+    ahead = s.get("queue_ahead")
+    if s.get("status") not in ("PENDING", "QUEUED") or not isinstance(ahead, int):
+        return ""
+    if ahead <= 0:
+        return "next in the queue"
+    return f"{ahead} run{'' if ahead == 1 else 's'} ahead in the queue"
+
+
+def load_line(name: str, version: Any) -> str:
+    """The Python that loads a registered model version (tunedeck.registry.load_model)."""
+    v = str(version) if str(version).isdigit() else json.dumps(str(version))
+    return f"import tunedeck.registry\nmodel, tokenizer = tunedeck.registry.load_model({json.dumps(str(name))}, {v})"
 
 
 def monitor(run: TrainingRun | str, **options: Any) -> RunMonitor:

@@ -36,7 +36,9 @@ def run_row(run: TrainingRun) -> dict[str, Any]:
         "completed_at": iso(run.completed_at),
         "progress": run.progress,
         "details": run.details,
-        "registered_model": f"{run.registered_model_name} v{run.registered_model_version}" if run.registered_model_version else "",
+        "registered_model": f"{run.registered_model_name} v{run.registered_model_version}"
+        if run.registered_model_version
+        else "",
     }
 
 
@@ -46,10 +48,10 @@ class RunsTable(anywidget.AnyWidget):
     _esm = _static.esm("runs.js")
     _css = _static.css("common.css", "runs.css")
 
-    rows = traitlets.List().tag(sync=True)
+    rows: traitlets.List[Any] = traitlets.List().tag(sync=True)
     error = traitlets.Unicode("").tag(sync=True)
     notice = traitlets.Unicode("").tag(sync=True)
-    open_names = traitlets.List().tag(sync=True)
+    open_names: traitlets.List[Any] = traitlets.List().tag(sync=True)
 
 
 class RunsBrowser(_snapshot.SnapshotDisplay, w.VBox):
