@@ -159,8 +159,9 @@ export function niceDomain(min, max, count = 5) {
 }
 
 /** Ticks [{value, label}] for a log axis over [min, max] (both > 0): powers of ten when the range spans
- *  them, else 1-2-5 (then 1…9) multiples of a power of ten, else round linear values. Positions are
- *  log-mapped; each label is still exactly its value. */
+ *  several, else 1-2-5 (then 1…9) multiples of powers of ten, else round linear values — the first of
+ *  these that gives at least 3 ticks spread over most of the axis. Positions are log-mapped; each label is
+ *  still exactly its value. */
 export function logTicks(min, max, count = 5) {
   if (!(min > 0) || !(max > 0) || !isFinite(min) || !isFinite(max)) return [];
   if (min > max) [min, max] = [max, min];
@@ -178,18 +179,18 @@ export function logTicks(min, max, count = 5) {
       }
     return out;
   };
-  const everyOther = (ticks) => ticks.filter((_, i) => i % 2 === 0);
+  const span = Math.log10(max) - Math.log10(min);
+  const covers = (ticks) => ticks.length >= 3 && Math.log10(ticks[ticks.length - 1].value / ticks[0].value) >= 0.6 * span;
   let powers = multiples([1]);
   if (powers.length > count + 1) {
     const every = Math.ceil(powers.length / (count + 1));
     powers = powers.filter((t) => Math.round(Math.log10(t.value)) % every === 0);
   }
-  if (powers.length >= 3) return powers;
-  const f125 = multiples([1, 2, 5]);
-  if (f125.length >= 3) return f125.length <= 2 * count ? f125 : powers.length >= 2 ? powers : everyOther(f125);
-  if (powers.length >= 2) return powers;
-  const f19 = multiples([1, 2, 3, 4, 5, 6, 7, 8, 9]);
-  if (f19.length >= 3) return f19.length <= 2 * count ? f19 : everyOther(f19);
+  if (covers(powers)) return powers;
+  for (const factors of [[1, 2, 5], [1, 2, 3, 4, 5, 6, 7, 8, 9]]) {
+    const ticks = multiples(factors);
+    if (covers(ticks) && ticks.length <= 2 * count + 1) return ticks;
+  }
   return linearTicks(min, max, count).filter((t) => t.value > 0);
 }
 
@@ -318,7 +319,7 @@ export function chartScene(layout) {
   if (layout.drawRaw && layout.drawRaw.length) nodes.push({ tag: "path", attrs: { d: pathOf(layout.drawRaw, sx, sy), class: "td-line-train-raw", "data-testid": "train-raw-line" } });
   if (layout.drawTrain.length) nodes.push({ tag: "path", attrs: { d: pathOf(layout.drawTrain, sx, sy), class: "td-line-train", "data-testid": "train-line" } });
   if (layout.train.length <= DOTS_UP_TO)
-    for (const [x, y] of layout.train) nodes.push({ tag: "circle", attrs: { cx: sx(x), cy: sy(y), r: 2.5, class: "td-dot-train", "data-testid": "train-dot", "data-step": x, "data-value": y } });
+    for (const [x, y] of layout.train) nodes.push({ tag: "circle", attrs: { cx: sx(x), cy: sy(y), r: 2.5, class: layout.smoothed ? "td-dot-train td-dot-raw" : "td-dot-train", "data-testid": "train-dot", "data-step": x, "data-value": y } });
   if (layout.drawEval.length) {
     nodes.push({ tag: "path", attrs: { d: pathOf(layout.drawEval, sx, sy), class: "td-line-eval", "data-testid": "eval-line" } });
     for (const [x, y] of layout.drawEval) nodes.push({ tag: "circle", attrs: { cx: sx(x), cy: sy(y), r: 3, class: "td-dot-eval", "data-testid": "eval-dot", "data-step": x, "data-value": y } });

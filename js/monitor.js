@@ -258,9 +258,11 @@ function render({ model, el }) {
     if (r.train !== null) nodes.push({ tag: "circle", attrs: { cx: x, cy: sy(r.smoothed ?? r.train), r: 4, class: "td-hover-dot td-hover-train" } });
     if (r.eval !== null) nodes.push({ tag: "circle", attrs: { cx: sx(r.evalStep), cy: sy(r.eval), r: 4, class: "td-hover-dot td-hover-eval" } });
     hoverLayer.replaceChildren(...nodes.map(svgNode));
+    // beside the cursor line, on the side with room, never past the chart's edges
     const box = chartBox.clientWidth || layout.width;
-    readout.style.left = x > box / 2 ? "" : `${Math.round(x + 10)}px`;
-    readout.style.right = x > box / 2 ? `${Math.round(box - x + 10)}px` : "";
+    const w = readout.offsetWidth;
+    const left = x + 10 + w <= box ? x + 10 : x - 10 - w;
+    readout.style.left = `${Math.round(Math.max(m.left, Math.min(left, box - w)))}px`;
   }
 
   const onPointer = (e) => {
