@@ -82,13 +82,13 @@ def service_kills(home, body, cycles, steps, rng, services) -> dict:
     for i in range(cycles):
         name = service.api("POST", "/api/runs", json=body)["name"]
         at = rng.randint(1, steps - 1)
-        wait_for(lambda: len(service.losses(name)) >= at or service.run(name)["status"] in TERMINAL, timeout=300)
+        wait_for(lambda: len(service.losses(name)) >= at or service.run(name)["status"] in TERMINAL, timeout=1200)
         service.kill9()
         time.sleep(rng.uniform(0, 2))
         started = time.monotonic()
         service = start(home, services)
         out["restart_seconds"].append(time.monotonic() - started)
-        run = service.wait_status(name, TERMINAL, timeout=600)
+        run = service.wait_status(name, TERMINAL, timeout=1200)
         wait_for(lambda: not worker_pids(home), timeout=30)
         messages = [e["message"] for e in service.events(name)]
         out["reattached"] += any("re-attached" in m for m in messages)
@@ -105,20 +105,20 @@ def service_kills(home, body, cycles, steps, rng, services) -> dict:
 def worker_kills(home, body, cycles, steps, rng, services) -> dict:
     service = services[-1] if services and services[-1].proc.poll() is None else start(home, services)
     base = service.api("POST", "/api/runs", json=body)["name"]
-    service.wait_status(base, TERMINAL, timeout=600)
+    service.wait_status(base, TERMINAL, timeout=1200)
     baseline = service.losses(base)[-1][1]
     out = {"cycles": cycles, "baseline_final_loss": baseline, "final_loss_diff_pct": [], "not_completed": 0, "resumed": 0}
     for i in range(cycles):
         name = service.api("POST", "/api/runs", json=body)["name"]
         at = rng.randint(2, steps - 1)
-        wait_for(lambda: len(service.losses(name)) >= at, timeout=300)
+        wait_for(lambda: len(service.losses(name)) >= at, timeout=1200)
         pids = worker_pids(home)
         for pid in pids:
             import os
             import signal
 
             os.killpg(pid, signal.SIGKILL)
-        run = service.wait_status(name, TERMINAL, timeout=600)
+        run = service.wait_status(name, TERMINAL, timeout=1200)
         out["not_completed"] += run["status"] != "COMPLETED"
         out["resumed"] += any(e["type"] == "TRAIN_RESUMED" for e in service.events(name))
         final = service.losses(name)[-1][1]

@@ -28,6 +28,7 @@ SCRIPTS = [
     ("hardware", "FLOP/s vs fp32 matmul peak"),
     ("memory", "peak memory vs floor"),
     ("scale", "0.5B-7B Llama, full and LoRA, vs bare loops"),
+    ("faults", "service and worker kill -9 cycles, cancel in each phase"),
 ]
 
 
@@ -60,6 +61,15 @@ def headlines(name: str, f: dict) -> list[list[str]]:
                 for r in f["runs"]]
     if name == "scale":
         return scale_headlines(f)
+    if name == "faults":
+        s, w, c = f["service_kills"], f["worker_kills"], f["cancel"]
+        worst = max(w["final_loss_diff_pct"], default=float("nan"))
+        return [[f"service kill -9 x{s['cycles']}: orphans / lost / doubled steps / not COMPLETED",
+                 f"{s['orphans']} / {s['lost_steps']} / {s['doubled_steps']} / {s['not_completed']}", "0 / 0 / 0 / 0"],
+                [f"worker kill -9 x{w['cycles']}: resumed / worst final-loss diff", f"{w['resumed']} / {worst:.3f}%", f"{w['cycles']} / <= 1%"],
+                ["cancel, 5 phases: slowest STOPPED / SIGKILLs / MLflow left RUNNING",
+                 f"{max(v['seconds'] for v in c.values()):.1f} s / {sum(v['sigkill'] for v in c.values())} / "
+                 f"{sum(v['mlflow'] == 'RUNNING' for v in c.values())}", "<= 5 s / 0 / 0"]]
     return []
 
 
