@@ -35,7 +35,7 @@ from tunedeck.types import Checkpoint, ModelInfo, RunStatus, TrainingEvent, Trai
 REFERENCE = json.loads((Path(__file__).parent / "reference_api_1.1.8.json").read_text())
 
 # tunedeck's own parameters, after the reference's: keyword-only, with a default
-EXTRA_PARAMETERS = {"create": {"adapter"}}
+EXTRA_PARAMETERS = {"create": {"adapter", "num_devices"}}
 
 # Reference names tunedeck does not have, and why (docs/reference-compatibility.md says the same)
 MISSING = {

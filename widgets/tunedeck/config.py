@@ -67,6 +67,14 @@ def batch_tokens() -> int | None:
     return int(value) if value else None
 
 
+def num_devices() -> int:
+    """Processes (one device each) a run trains on when create() does not say (TUNEDECK_NUM_DEVICES, default 1)."""
+    value = (os.environ.get("TUNEDECK_NUM_DEVICES") or "1").strip()
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"TUNEDECK_NUM_DEVICES={value!r} is not a whole number of at least 1")
+    return int(value)
+
+
 def autoresume() -> int:
     """How many times a run whose worker died (killed, crashed, lost its service) is resumed from its
     latest checkpoint before it fails (TUNEDECK_AUTORESUME, default 2; 0 turns it off)."""

@@ -97,6 +97,7 @@ def create(
     validate_inputs: bool | None = True,
     data_prep_cluster_id: str | None = None,
     adapter: str | LoRA | dict | None = None,
+    num_devices: int | None = None,
 ) -> TrainingRun:
     """Create a training run. With ``validate_inputs`` (the default) every path, the data format and
     every parameter are checked first, and an InvalidInputError lists each problem with its place
@@ -108,6 +109,10 @@ def create(
     ``"lora"`` trains LoRA adapters on a frozen base (far less memory: the way to 1B-70B models),
     ``"qlora"`` holds that base in 4 bits (CUDA), ``LoRA(rank=..., alpha=..., target_modules=...)`` sets
     the details. The registered model has the adapter merged in either way.
+
+    ``num_devices`` (tunedeck's own too): the run trains in that many processes, one device each (DDP
+    under torchrun; on CPU, one core each), with the same loss curve as one; None: the service's
+    TUNEDECK_NUM_DEVICES, else 1.
     """
     params = _params(
         _model_path(model), _data_path(train_data_path), register_to,
@@ -116,7 +121,7 @@ def create(
         custom_weights_path=_weights_path(custom_weights_path), training_duration=training_duration,
         learning_rate=learning_rate, context_length=context_length, experiment_path=experiment_path or None,
         data_prep_cluster_id=data_prep_cluster_id,
-        adapter=_adapter(adapter),
+        adapter=_adapter(adapter), num_devices=num_devices,
     )
     params["validate_inputs"] = bool(validate_inputs)
     try:

@@ -53,6 +53,7 @@ class RunSpec:
     resume_from: str | None = None
     resume_every_seconds: float | None = 600.0  # a resume snapshot between checkpoints; None or 0 = none
     resume_mlflow_run_id: str | None = None  # go on logging into this MLflow run (one run's metrics in one place)
+    num_devices: int = 1  # processes of the run (one device each): > 1 trains with DDP under torchrun
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import getpass
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ class RunRequest:
     validate_inputs: bool = True
     adapter: str | dict[str, Any] | None = None
     created_by: str | None = field(default=None)
+    num_devices: int | None = None  # processes of the run, one device each (None: TUNEDECK_NUM_DEVICES, 1)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunRequest:
@@ -92,6 +94,7 @@ def request_problems(req: RunRequest) -> list[Problem]:
     attempt("adapter", params.parse_adapter, req.adapter)
     attempt("eval_prompts", params.check_eval_prompts, req.eval_prompts)
     attempt("created_by", params.check_user_name, req.created_by)
+    attempt("num_devices", check_num_devices, req.num_devices)
     if req.experiment_path is not None:
         attempt("experiment_path", params.check_experiment_path, req.experiment_path)
     elif "created_by" not in bad:
@@ -108,6 +111,19 @@ def request_problems(req: RunRequest) -> list[Problem]:
         ):
             attempt(name, local_path, value)
     return problems
+
+
+def check_num_devices(value: Any) -> int | None:
+    """None, or a whole number of processes from 1 to the CPU count. Whether a GPU machine has that many
+    GPUs is checked by the worker (inputs never imports torch)."""
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"must be a whole number, found {type(value).__name__}")
+    cores = os.cpu_count() or 1
+    if not 1 <= value <= cores:
+        raise ValueError(f"must be from 1 to {cores} (the CPU cores here: each device's process needs one), found {value}")
+    return value
 
 
 def _clip(message: str, limit: int = 1000) -> str:
@@ -133,6 +149,7 @@ def build_spec(req: RunRequest, run_name: str, *, check_data: bool = True) -> tu
     context_length = attempt("context_length", params.parse_context_length, req.context_length)
     register_name = attempt("register_to", params.registered_model_name, req.register_to, run_name)
     precision = attempt("TUNEDECK_PRECISION (service environment)", config.precision)
+    num_devices = attempt("TUNEDECK_NUM_DEVICES (service environment)", config.num_devices)
     adapter = attempt("adapter", params.parse_adapter, req.adapter)
     prompts = attempt("eval_prompts", params.check_eval_prompts, req.eval_prompts)
     experiment_path = req.experiment_path or f"/Users/{req.created_by or getpass.getuser()}/{run_name}"
@@ -205,6 +222,7 @@ def build_spec(req: RunRequest, run_name: str, *, check_data: bool = True) -> tu
         batch_tokens=config.batch_tokens(),
         precision=precision or "auto",
         adapter=adapter,
+        num_devices=req.num_devices or num_devices or 1,
     )
     return spec, []
 

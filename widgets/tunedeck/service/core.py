@@ -295,7 +295,7 @@ class RunService:
             spec.resume_mlflow_run_id = run.mlflow_run_id
         run_dir = Path(spec.run_dir)
         spec.save(run_dir / "spec.json")
-        worker = self._worker(run.name, run_dir, state.journal_offset)
+        worker = self._worker(run.name, run_dir, state.journal_offset, processes=spec.num_devices)
         try:
             worker.start()
         except OSError as exc:
@@ -308,13 +308,14 @@ class RunService:
             event=(EventType.STARTED.value, f"Worker started (pid {worker.pid})", {"pid": worker.pid}),
         )
 
-    def _worker(self, name: str, run_dir: Path, journal_offset: int) -> WorkerProcess:
+    def _worker(self, name: str, run_dir: Path, journal_offset: int, processes: int = 1) -> WorkerProcess:
         return WorkerProcess(
             run_dir,
             on_report=lambda msg, offset: self._on_report(name, msg, offset),
             on_exit=lambda ex: self._on_exit(name, ex),
             command=None if self._worker_command is None else [*self._worker_command, str(run_dir)],
             journal_offset=journal_offset,
+            processes=processes,
         )
 
     def _on_report(self, name: str, msg: dict[str, Any], journal_offset: int | None = None) -> None:
@@ -342,7 +343,7 @@ class RunService:
             self.store.update_run(name, event=(etype, message, data), journal_offset=journal_offset, **fields)
             return
         worker_fields: dict[str, Any] = {"journal_offset": journal_offset} if journal_offset is not None else {}
-        if kind == "failure":
+        if kind == "failure" and self.store.worker(name).failure is None:  # the first rank's to fail
             worker_fields["failure"] = str(msg.get("reason") or "")
         elif kind == "orphaned":
             worker_fields["orphaned"] = 1

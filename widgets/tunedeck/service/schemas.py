@@ -27,6 +27,7 @@ class RunCreate(BaseModel):
     validate_inputs: bool = True
     adapter: str | dict[str, Any] | None = None
     created_by: str | None = None
+    num_devices: int | None = None
 
 
 class DataCheckRequest(BaseModel):

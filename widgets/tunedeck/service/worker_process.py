@@ -51,12 +51,16 @@ class WorkerProcess:
         on_exit: Callable[[WorkerExit], None],
         command: list[str] | None = None,
         journal_offset: int = 0,
+        processes: int = 1,
     ):
-        """``on_report(report, offset_after)`` is called for each journal line, in order, from one thread."""
+        """``on_report(report, offset_after)`` is called for each journal line, in order, from one thread.
+        ``processes`` > 1: the worker runs as that many ranks under torchrun (see torchrun_command)."""
         self.run_dir = Path(run_dir)
         self._on_report = on_report
         self._on_exit = on_exit
         self._command = command or [sys.executable, "-m", "tunedeck.training.worker", str(run_dir)]
+        if processes > 1:
+            self._command = torchrun_command(self._command, processes)
         self._cancelled = threading.Event()
         self._offset = journal_offset
         self.proc: subprocess.Popen | None = None
@@ -167,7 +171,7 @@ class WorkerProcess:
                 log.warning("skipping a journal line that is not JSON: %r", line[:200])
                 continue
             kind = report.get("kind") if isinstance(report, dict) else None
-            if kind == "failure":
+            if kind == "failure" and self.failure is None:  # the first: later ranks fail because it did
                 self.failure = str(report.get("reason") or "")
             elif kind == "orphaned":
                 self.orphaned = True
@@ -177,6 +181,22 @@ class WorkerProcess:
                 self._on_report(report, self._offset)
             except Exception as exc:  # noqa: BLE001 - a bad report must not stop the follower
                 print(f"tunedeck: could not record report {line[:200]!r}: {exc}", file=sys.stderr)
+
+
+def torchrun_command(command: list[str], processes: int) -> list[str]:
+    """``command`` (``python -m MODULE ARGS`` or ``python SCRIPT ARGS``) as ``processes`` ranks of one run.
+
+    torchrun (torch.distributed.run) rather than Accelerate: it is part of torch (no extra dependency,
+    no config file), does the rendezvous (--standalone: a private one on this machine), sets RANK /
+    WORLD_SIZE / LOCAL_RANK for each rank, and ends the other ranks when one fails or when it is
+    itself sent SIGTERM (the cancel, which reaches it through its process group; each rank sits in
+    its own session, hence the ranks' parent-death signal in training/distributed.py). Elastic restarts
+    stay off (--max-restarts 0): a failed run resumes from its checkpoint through the service instead.
+    Launched as a command, so the service imports no torch.
+    """
+    python, rest = command[0], command[1:]
+    return [python, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={int(processes)}",
+            "--max-restarts=0", *rest]
 
 
 def _drop_partial_line(journal: Path, offset: int) -> None:

@@ -29,6 +29,7 @@ import hashlib
 import logging
 import time
 from array import array
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ from tunedeck.inputs import memory
 from tunedeck.inputs.memory import MICRO_BATCH_TOKENS
 from tunedeck.inputs.params import check_task_type, default_learning_rate, describe_adapter, parse_duration
 from tunedeck.inputs.spec import RunSpec
-from tunedeck.training import adapters
+from tunedeck.training import adapters, distributed
 from tunedeck.training.attention import PackedMask, choose_attention, plan_of_model
 from tunedeck.training.checkpoint import (
     TRAINER_STATE,
@@ -112,10 +113,16 @@ def run(spec: RunSpec, reporter: Reporter, stop: StopSignal | None = None) -> Re
     except ValueError as error:
         raise TrainingFailure(f"training_duration: {error}") from None
     torch.manual_seed(SEED)
+    world = distributed.world_from_env()  # several processes (torchrun): DDP, rank 0 reports (distributed.py)
+    distributed.init(world)
     folder = model_folder(spec)
     tokenizer = load_tokenizer(folder)
     config = load_config(folder)
     device = pick_device(spec.precision, config)  # on CPU, `auto` probes a matmul of this model's shape
+    if world.enabled:  # every rank computes in rank 0's precision (each rank's CPU probe may differ)
+        device = dataclasses.replace(device, **world.broadcast(
+            {"autocast_dtype": device.autocast_dtype, "precision_reason": device.precision_reason,
+             "bf16_speedup": device.bf16_speedup}))
     kind = device.device.type if device.device.type in DEFAULT_BATCH_TOKENS else "cpu"
     context_length = resolve_context_length(spec, config)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -211,7 +218,7 @@ def run(spec: RunSpec, reporter: Reporter, stop: StopSignal | None = None) -> Re
     )
 
     # --- tracking --------------------------------------------------------------------------------
-    tracker = Tracker.start(
+    tracker = distributed.NoTracking(spec.resume_mlflow_run_id) if not world.main else Tracker.start(
         spec.mlflow_tracking_uri, spec.experiment_path, spec.mlflow_artifact_root, spec.name,
         params={
             "model": spec.model_name, "task_type": task, "train_data_path": spec.train_data.origin,
@@ -244,6 +251,7 @@ def run(spec: RunSpec, reporter: Reporter, stop: StopSignal | None = None) -> Re
             rows = first_rows if epoch == 0 else train.rows(epoch)
             eval_rows = evals.rows() if evals else []
             extra = {"adapter": adapter} if adapter else None
+            trained = distributed.wrap(model) if world.enabled else model  # DDP; weights stay in `model`
 
             def trainer_state(step: int) -> dict[str, Any]:
                 return {
@@ -254,7 +262,8 @@ def run(spec: RunSpec, reporter: Reporter, stop: StopSignal | None = None) -> Re
                 }
 
             if state is not None and resume is not None:
-                forget_resume_points_after(run_dir, done)  # an older point was chosen: later ones are abandoned
+                if world.main:
+                    forget_resume_points_after(run_dir, done)  # an older point was chosen: later ones are abandoned
                 restore_rng(state["rng"])
                 name = resume.name if resume.parent.name == "checkpoints" else "the resume snapshot"
                 reporter.event(
@@ -269,10 +278,11 @@ def run(spec: RunSpec, reporter: Reporter, stop: StopSignal | None = None) -> Re
                     epoch = plan.epoch_of(step)
                     rows = train.rows(epoch)
                 started = time.monotonic()
+                distributed.test_hook(world, step)
                 lr = scheduler.get_last_lr()[0]
                 loss, tokens, grad_norm = train_step(
-                    model, optimizer, rows[plan.rows_of(step)], micro_batch_tokens, pad_id, device, stop,
-                    attention.packed_mask,
+                    trained, optimizer, rows[plan.rows_of(step)], micro_batch_tokens, pad_id, device, stop,
+                    attention.packed_mask, world,
                 )
                 scheduler.step()
                 seconds = time.monotonic() - started
@@ -285,7 +295,9 @@ def run(spec: RunSpec, reporter: Reporter, stop: StopSignal | None = None) -> Re
                     report_progress(reporter, plan, progress, step, loss, lr)
 
                 # --- checkpoint ------------------------------------------------------------------
-                if step in plan.checkpoint_steps:
+                if step in plan.checkpoint_steps and not world.main:
+                    world.barrier()  # rank 0 saves and evaluates
+                elif step in plan.checkpoint_steps:
                     stop.check()  # a stop request never starts a new checkpoint (one under way is finished)
                     started = time.monotonic()
                     saved = save_checkpoint(
@@ -302,7 +314,8 @@ def run(spec: RunSpec, reporter: Reporter, stop: StopSignal | None = None) -> Re
                     evaluate(model, tokenizer, spec, task, evals, eval_rows, pad_id, device, kind, saved, reporter, tracker,
                              attention.packed_mask, stop)
                     progress.checkpoint_done(time.monotonic() - started)
-                elif every > 0 and time.monotonic() - last_resume_point >= every and not stop.requested:
+                    world.barrier()
+                elif world.main and every > 0 and time.monotonic() - last_resume_point >= every and not stop.requested:
                     folder_saved = save_resume_snapshot(model, run_dir, trainer_state(step), extra)
                     last_resume_point = time.monotonic()
                     log.debug("resume snapshot at step %d in %s", step, folder_saved)
@@ -316,6 +329,9 @@ def run(spec: RunSpec, reporter: Reporter, stop: StopSignal | None = None) -> Re
 
             # --- export --------------------------------------------------------------------------
             stop.check()
+            if not world.main:  # rank 0 exports, logs and registers the model
+                tracker.finish("FINISHED")
+                return Result(run_dir / "model", checkpoints, losses, tracker.run_id, 0)
             if adapter is not None:  # registered with the adapter merged in: loads anywhere, no PEFT needed
                 model_dir = export_merged(adapters.merge(model), tokenizer, checkpoints[-1].path, run_dir)
             else:
@@ -349,12 +365,16 @@ def train_step(
     device: Device,
     stop: StopSignal,
     packed_mask: PackedMask = "dense",
+    world: distributed.World | None = None,
 ) -> tuple[float, int, float]:
     """One optimizer step over ``rows``: (mean token loss, tokens, gradient norm before clipping).
 
     Each micro-batch's summed loss is divided by the loss-bearing tokens of the *whole step*, so the
     accumulated gradient is that of the mean over the step's tokens however rows are grouped.
+    With several processes ``model`` is the DDP-wrapped loss (distributed.wrap): see distributed_step.
     """
+    if world is not None and world.enabled:
+        return distributed_step(model, optimizer, rows, micro_batch_tokens, pad_id, device, stop, packed_mask, world)
     count = sum(e.loss_tokens for row in rows for e in row)
     total, tokens = 0.0, 0
     for group in micro_batches(rows, micro_batch_tokens):
@@ -369,6 +389,41 @@ def train_step(
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return total / count, tokens, grad_norm
+
+
+def distributed_step(
+    model: Any, optimizer: torch.optim.Optimizer, rows: list[list[Tokenized]], micro_batch_tokens: int,
+    pad_id: int, device: Device, stop: StopSignal, packed_mask: PackedMask, world: distributed.World,
+) -> tuple[float, int, float]:
+    """train_step on this rank's share ``rows[rank::world]`` of the step's rows, the same step as one process's.
+
+    The loss is normalized by the step's global count of loss tokens, times the world size since DDP
+    averages gradients: the averaged gradient is the one-process gradient. Gradients are all-reduced
+    once per step, on each rank's last micro-batch (``no_sync`` before it): ranks may have different
+    numbers of micro-batches. A rank with no row in this step (fewer rows than ranks) still joins that
+    all-reduce with a zero-weight pass over the step's first row (DDP needs each rank's backward), which
+    adds exactly zero to the gradient and nothing to the loss or token counts.
+    """
+    mine = world.share(rows)
+    count = world.sum(sum(e.loss_tokens for row in mine for e in row))[0]
+    groups = micro_batches(mine, micro_batch_tokens) or micro_batches(rows[:1], micro_batch_tokens)
+    weight = world.size / count if mine else 0.0
+    total, tokens = 0.0, 0
+    for i, group in enumerate(groups):
+        stop.check()
+        batch = collate(group, pad_id, device.compute_dtype, packed_mask).to(device.device)
+        with nullcontext() if i == len(groups) - 1 else model.no_sync():
+            with device.autocast():
+                loss = model(batch)
+            (loss * weight).backward()
+        if mine:
+            total += float(loss.detach())
+            tokens += batch.tokens
+    total, all_tokens = world.sum(total, tokens)
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM))
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return total / count, int(all_tokens), grad_norm
 
 
 def evaluate(

@@ -41,6 +41,16 @@ class Reporter:
         self._sink = sink
         self._journal_fd = journal_fd
         self._broken = False
+        self._rank: str | None = None  # set by for_rank
+        self._failures_only = False
+
+    def for_rank(self, rank: int, world_size: int) -> Reporter:
+        """One of several processes of a run (training/distributed.py): failures name the rank, and
+        only rank 0 reports anything else; each rank appends its own whole lines to the journal."""
+        if world_size > 1:
+            self._rank = f"rank {rank} of {world_size}"
+            self._failures_only = rank != 0
+        return self
 
     @classmethod
     def from_env(cls) -> Reporter:
@@ -50,6 +60,8 @@ class Reporter:
         return cls(sys.stdout)
 
     def emit(self, report: dict[str, Any]) -> None:
+        if self._failures_only and report.get("kind") != "failure":
+            return
         if self._sink is not None:
             self._sink(json.loads(json.dumps(_finite(report), default=str)))
             return
@@ -76,7 +88,7 @@ class Reporter:
         self.emit({"kind": "run", "fields": fields})
 
     def failure(self, reason: str) -> None:
-        self.emit({"kind": "failure", "reason": reason})
+        self.emit({"kind": "failure", "reason": f"{self._rank}: {reason}" if self._rank else reason})
 
     def orphaned(self, reason: str) -> None:
         self.emit({"kind": "orphaned", "reason": reason})

@@ -41,7 +41,12 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m tunedeck.training.worker RUN_DIR", file=sys.stderr)
         return 2
     _quiet_libraries()
-    reporter = Reporter.from_env()
+    rank, world_size = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1") or 1)  # torchrun's
+    if world_size > 1:
+        from tunedeck.training.distributed import die_with_parent
+
+        die_with_parent()  # a rank never outlives its torchrun launcher
+    reporter = Reporter.from_env().for_rank(rank, world_size)
     code = _train(Path(args[0]), reporter, stop)
     reporter.exit(code)
     return code
@@ -79,6 +84,9 @@ def _train(run_dir: Path, reporter: Reporter, stop: StopSignal) -> int:
         log.exception("out of memory")
         reporter.failure("the trainer ran out of memory: try a shorter context_length or a smaller model")
     except Exception as error:  # the service must hear about every failure
+        if stop.requested:  # e.g. a peer rank that stopped first closed the collective this rank waited in
+            log.info("stopped on request (SIGTERM), then: %s", error)
+            return EXIT_STOPPED
         if _is_out_of_memory(error):
             log.exception("out of memory")
             reporter.failure(f"the trainer ran out of memory ({str(error).splitlines()[0][:200]}): try LoRA "
@@ -86,6 +94,11 @@ def _train(run_dir: Path, reporter: Reporter, stop: StopSignal) -> int:
             return EXIT_FAILED
         log.exception("run failed with an internal error")
         reporter.failure(f"internal error in the trainer: {type(error).__name__}: {error} (details in the run's log)")
+    finally:
+        if "tunedeck.training.distributed" in sys.modules:  # leave the process group (several processes)
+            from tunedeck.training.distributed import close, world_from_env
+
+            close(world_from_env())
     return EXIT_FAILED
 
 
