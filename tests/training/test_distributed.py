@@ -172,17 +172,33 @@ def test_cancel_stops_every_rank(tmp_path, tiny_model):
 
 
 @pytest.mark.e2e
-def test_failure_on_one_rank_fails_the_run_with_its_reason(tmp_path, tiny_model, monkeypatch):
-    monkeypatch.setenv(TEST_FAIL_RANK, "1")  # the test hook in training/distributed.py: rank 1 fails at step 2
-    spec = _spec(tmp_path, tiny_model, "fail")
-    run = Launched(spec.run_dir, 2)
-    ex = run.wait(120)
-    assert ex.returncode != 0 and not ex.cancelled
-    assert ex.failure == f"rank 1 of 2: test failure injected on rank 1 ({TEST_FAIL_RANK})", (ex, run.log())
-    assert "MODEL_REGISTERED" not in run.events()
-    assert not any(_alive(pid) for pid in _ranks(run.worker.pid or 0))
-    assert os.environ[TEST_FAIL_RANK] == "1"
+def test_failure_on_one_rank_fails_the_run_with_its_reason(home, monkeypatch):
+    """Through the service, as create(num_devices=2) runs: rank 1 fails at step 2 (the test hook in
+    training/distributed.py), rank 0 then loses its peer; the run fails with rank 1's reason."""
+    from tests.helpers import wait_for
 
+    from tunedeck.service.core import RunService
+    from tunedeck.service.store import Store
+    from tunedeck.training.tiny import build_tiny_model
+    from tunedeck.types import RunStatus
+
+    monkeypatch.setenv(TEST_FAIL_RANK, "1")
+    build_tiny_model(home / "models" / "tiny", [t for p in PAIRS for t in p])
+    data = write_jsonl(home.parent / "train.jsonl", [{"prompt": p, "response": r} for p, r in PAIRS])
+    service = RunService(Store(home / "t.db"), max_concurrent=1)
+    service.start()
+    try:
+        run = service.create(RunRequest(model="tiny", train_data_path=str(data), register_to="main.tests",
+                                        task_type="INSTRUCTION_FINETUNE", training_duration="5ba", num_devices=2))
+        wait_for(lambda: service.get(run.name).status.is_terminal(), timeout=120)
+        failed = service.get(run.name)
+        log = (Path(failed.run_dir or "") / "worker.log").read_text(errors="replace")[-3000:]
+        assert failed.status is RunStatus.FAILED, (failed.details, log)
+        assert failed.details == f"Failed: rank 1 of 2: test failure injected on rank 1 ({TEST_FAIL_RANK})", log
+        assert "for each process to be 1" in log  # torchrun launched the ranks (its OMP_NUM_THREADS banner)
+        assert failed.registered_model_version is None
+    finally:
+        service.shutdown()
 
 def test_num_devices_is_checked_and_launches_torchrun():
     assert check_num_devices(None) is None and check_num_devices(1) == 1
