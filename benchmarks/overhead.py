@@ -76,7 +76,8 @@ def replay_child(mode: str, model_dir: Path) -> None:
     model.config.use_cache = False
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=plan["learning_rate"], betas=BETAS, weight_decay=0.0)
-    made = {"Device": pick_device, "StopSignal": StopSignal}  # the worker's train_step arguments, rebuilt here
+    # the worker's train_step arguments, rebuilt here (one process: no distributed World)
+    made = {"Device": pick_device, "StopSignal": StopSignal, "World": lambda: None, "NoneType": lambda: None}
     for k in range(1, total + 1):
         info = gate.data  # the worker's step k
         rows = [[Tokenized(ids, labels) for ids, labels in row] for row in info["rows"]]
