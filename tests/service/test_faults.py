@@ -19,7 +19,7 @@ from tests.helpers import ISOLATED_ENV, PAIRS, write_jsonl
 
 pytestmark = pytest.mark.e2e
 
-STEPS = 250
+STEPS = 400
 
 
 @pytest.fixture
@@ -53,8 +53,22 @@ def create(service: Service, steps: int = STEPS) -> str:
     return service.api("POST", "/api/runs", json=body)["name"]
 
 
-def training(service: Service, name: str, past_step: int) -> None:
-    wait_for(lambda: len(service.losses(name)) > past_step, timeout=180)
+def paused_worker(service: Service, name: str, home: Path, resume_point: bool = False) -> int:
+    """The run's worker, stopped (SIGSTOP) once it has trained (and, with ``resume_point``, saved a resume
+    point): a tiny model on a quiet machine trains 250 steps in seconds, faster than the store applies
+    them, so the test holds the worker still instead of racing it. SIGCONT resumes it."""
+    from tunedeck.training.checkpoint import latest_resume_point
+
+    pid = wait_for(lambda: next((e["data"]["pid"] for e in service.events(name) if e["type"] == "STARTED"), None), timeout=180)
+    run_dir = home / "runs" / name
+    if resume_point:
+        wait_for(lambda: latest_resume_point(run_dir) is not None, timeout=180, interval=0.02)
+    else:
+        wait_for(lambda: b'"kind": "metrics"' in (run_dir / "journal.jsonl").read_bytes()
+                 if (run_dir / "journal.jsonl").exists() else False, timeout=180, interval=0.02)
+    os.kill(pid, signal.SIGSTOP)
+    assert worker_pids(home) == [pid], "paused before it finished"
+    return pid
 
 
 def assert_whole_history(service: Service, name: str, steps: int = STEPS) -> None:
@@ -67,9 +81,9 @@ def test_service_kill9_the_worker_trains_on_and_the_restarted_service_reattaches
     home, services = fault_home
     service = start(home, services)
     name = create(service)
-    training(service, name, 20)
+    pid = paused_worker(service, name, home)
     service.kill9()
-    (pid,) = worker_pids(home)
+    os.kill(pid, signal.SIGCONT)
     time.sleep(1.5)
     assert worker_pids(home) == [pid], "the worker goes on while its service is briefly gone"
 
@@ -88,9 +102,8 @@ def test_worker_dying_while_the_service_is_down_is_resumed_from_its_latest_check
     home, services = fault_home
     service = start(home, services)
     name = create(service)
-    training(service, name, 30)
+    pid = paused_worker(service, name, home, resume_point=True)
     service.kill9()
-    (pid,) = worker_pids(home)
     os.killpg(pid, signal.SIGKILL)
 
     service = start(home, services)
@@ -109,8 +122,7 @@ def test_worker_kill9_under_a_live_service_resumes_the_run(fault_home):
     home, services = fault_home
     service = start(home, services)
     name = create(service)
-    training(service, name, 30)
-    (pid,) = worker_pids(home)
+    pid = paused_worker(service, name, home, resume_point=True)
     os.killpg(pid, signal.SIGKILL)
     run = service.wait_status(name, {"COMPLETED", "FAILED"})
     assert run["status"] == "COMPLETED", run
@@ -124,9 +136,10 @@ def test_a_worker_without_a_service_stops_itself_and_the_run_resumes_later(fault
     home, services = fault_home
     service = start(home, services)
     name = create(service)
-    training(service, name, 20)
+    pid = paused_worker(service, name, home)
     service.kill9()
-    wait_for(lambda: worker_pids(home) == [], timeout=30)  # no owner for 1 s: the worker left on its own
+    os.kill(pid, signal.SIGCONT)
+    wait_for(lambda: worker_pids(home) == [], timeout=60)  # no owner for 1 s: the worker left on its own
 
     service = start(home, services)
     run = service.wait_status(name, {"COMPLETED", "FAILED"})
@@ -140,7 +153,7 @@ def test_sigterm_shuts_the_service_down_cleanly(fault_home):
     home, services = fault_home
     service = start(home, services)
     name = create(service)
-    training(service, name, 5)
+    paused_worker(service, name, home)  # still training when the service is asked to leave
     service.proc.terminate()
     assert service.proc.wait(30) == 0
     assert not (home / "service.json").exists()
