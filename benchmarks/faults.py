@@ -18,7 +18,9 @@ Random points come from --seed, so a rerun kills at the same steps.
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 import statistics
 import sys
 import time
@@ -44,8 +46,6 @@ def main() -> None:
     rng = random.Random(args.seed)
     figures: dict = {}
     with isolated_home("tunedeck-faults-") as home:
-        import os
-
         os.environ["TUNEDECK_RESUME_EVERY_SECONDS"] = "1"
         rows = skewed_rows(48, seed=1)
         tiny_model(home / "models" / "tiny", rows)
@@ -112,11 +112,7 @@ def worker_kills(home, body, cycles, steps, rng, services) -> dict:
         name = service.api("POST", "/api/runs", json=body)["name"]
         at = rng.randint(2, steps - 1)
         wait_for(lambda: len(service.losses(name)) >= at, timeout=1200)
-        pids = worker_pids(home)
-        for pid in pids:
-            import os
-            import signal
-
+        for pid in worker_pids(home):
             os.killpg(pid, signal.SIGKILL)
         run = service.wait_status(name, TERMINAL, timeout=1200)
         out["not_completed"] += run["status"] != "COMPLETED"
