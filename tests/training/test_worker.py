@@ -22,7 +22,7 @@ def test_instruction_finetune_memorises_and_registers(tmp_path, tiny_model):
     train = write_jsonl(tmp_path / "data" / "train.jsonl", [{"prompt": p, "response": r} for p, r in PAIRS])
     spec = make_spec(
         tmp_path, tiny_model, jsonl_source(train), eval_data=jsonl_source(train),
-        eval_prompts=["Say hello."], training_duration="150ba", learning_rate=3e-3,
+        eval_prompts=["Say hello."], training_duration="150ba", learning_rate=3e-3, data_prep_cluster_id="0123-abc",
     )
     worker = Worker(spec.run_dir)
     assert worker.wait(120) == 0, worker.log_text()
@@ -67,6 +67,11 @@ def test_instruction_finetune_memorises_and_registers(tmp_path, tiny_model):
     client = MlflowClient(spec.mlflow_tracking_uri, registry_uri=spec.mlflow_tracking_uri)
     run = client.get_run(run_fields["mlflow_run_id"])
     assert run.info.status == "FINISHED" and run.data.params["training_duration"] == "150ba"
+    params = run.data.params  # every create() argument reaches the run's params, as used
+    assert (params["register_to"], params["experiment_path"]) == ("main.tests.tiny", "/Users/tester/test-run")
+    assert params["eval_prompts"] == '["Say hello."]' and params["validate_inputs"] == "True"
+    assert params["data_prep_cluster_id"] == "0123-abc"
+    assert params["learning_rate"] == "0.003" and params["model"] and params["train_data_path"] == str(train)
     history = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "train/loss"), key=lambda m: m.step)]
     assert len(history) == 150 and history[-1] < history[0] / 20
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}

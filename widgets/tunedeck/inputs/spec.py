@@ -45,6 +45,7 @@ class RunSpec:
     max_context_length: int | None = None
     created_by: str | None = None
     validate_inputs: bool = True
+    data_prep_cluster_id: str | None = None  # recorded (MLflow params) as the reference's create() takes it
     batch_tokens: int | None = None  # tokens per optimizer step; None = the trainer's default
     precision: str = "auto"  # auto | fp32 | bf16 (config.precision)
     adapter: dict[str, Any] | None = None  # params.parse_adapter(...): LoRA settings; None = full fine-tuning

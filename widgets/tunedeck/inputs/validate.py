@@ -219,6 +219,7 @@ def build_spec(req: RunRequest, run_name: str, *, check_data: bool = True) -> tu
         max_context_length=model.max_context_length,
         created_by=req.created_by,
         validate_inputs=req.validate_inputs,
+        data_prep_cluster_id=req.data_prep_cluster_id,
         batch_tokens=config.batch_tokens(),
         precision=precision or "auto",
         adapter=adapter,

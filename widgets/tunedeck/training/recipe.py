@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
 import time
 from array import array
@@ -231,8 +232,12 @@ def run(spec: RunSpec, reporter: Reporter, stop: StopSignal | None = None) -> Re
             "optimizer": f"AdamW(betas={BETAS}, weight_decay=0.0)", "max_grad_norm": MAX_GRAD_NORM,
             "scheduler": "linear warmup (2%) + linear decay to 0", "parameters": parameters, "dtype": dtype,
             "precision_reason": device.precision_reason, "attention": attention.label,
-            "seed": SEED, "eval_prompts": len(spec.eval_prompts) or None,
+            "seed": SEED, "eval_prompts": json.dumps(spec.eval_prompts) if spec.eval_prompts else None,
             "adapter": describe_adapter(adapter), "trainable_parameters": trainable,
+            # every create() argument, as the run used it (learning rate, duration, context above)
+            "register_to": spec.register_to, "experiment_path": spec.experiment_path,
+            "data_prep_cluster_id": spec.data_prep_cluster_id, "validate_inputs": spec.validate_inputs,
+            "num_devices": spec.num_devices,
         },
         tags={"tunedeck.run": spec.name, **({"mlflow.user": spec.created_by} if spec.created_by else {})},
         run_id=spec.resume_mlflow_run_id,
