@@ -57,9 +57,11 @@ def errors(form: TrainingForm) -> dict[str, str]:
 def test_defaults_are_shown_and_only_changes_reach_the_call(make_form):
     form = make_form(model="tiny-chat", train_data_path="/d/train.jsonl", register_to="main.demo")
     assert form.model_w.value == "tiny-chat"
-    assert [label for label, _ in form.model_w.options] == ["tiny-chat  (max context 1,024)", "big-chat  (max context 8,192)"]
-    assert form.task_w.value == "CHAT_COMPLETION" and form.duration_w.value == 1 and form.unit_w.value == "ep"
-    assert form.context_w.value == 1024 and form.context_w.max == 1024  # default min(8192, max), bounded
+    assert [label for label, _ in form.model_w.options] == [
+        "tiny-chat  (max context 1,024)", "big-chat  (max context 8,192)", "another model: a local folder or Hugging Face id…"]
+    assert form.task_w.value == "CHAT_COMPLETION" and form.duration_w.value == "1" and form.unit_w.value == "ep"
+    assert form.context_w.value == "" and form.context_w.placeholder == "default 1,024"  # default min(8192, max)
+    assert "at most 1,024" in form.context_help.value
     assert form.lr_w.placeholder == "default 0.001"  # blank learning rate = the model's default, shown
     assert form.validate_w.value is True
     assert form.evaluation_w.selected_index is None and form.advanced_w.selected_index is None  # folded
@@ -75,10 +77,10 @@ def test_every_parameter_reaches_the_preview(make_form):
     form.eval_data_w.value = " e.jsonl "
     form.prompts_w.value = 'What is "2+2"?\n\n<img src=x onerror=alert(1)>\n'
     form.weights_w.value = "/runs/a/checkpoints/latest-sharded-rank0.symlink"
-    form.duration_w.value = 40
+    form.duration_w.value = "40"
     form.unit_w.value = "ba"
     form.lr_w.value = "3e-4"
-    form.context_w.value = 512
+    form.context_w.value = "512"
     form.experiment_w.value = "/Users/me/x"
     form.cluster_w.value = "c-1"
     form.validate_w.value = False
@@ -111,17 +113,24 @@ def test_defaults_prefill_every_field(make_form):
         TrainingForm(epochs=3)
 
 
-def test_changing_the_model_moves_the_context_bounds(make_form):
+def test_changing_the_model_rechecks_the_context_length(make_form):
     form = make_form(model="tiny-chat")
-    assert form.context_w.value == 1024
+    assert form.context_w.placeholder == "default 1,024"
     form.model_w.value = "big-chat"
-    assert (form.context_w.max, form.context_w.value) == (8192, 8192)
+    assert form.context_w.placeholder == "default 8,192" and "at most 8,192" in form.context_help.value
     assert "max context 8,192" in form.model_help.value and "5e-05" in form.lr_w.placeholder
-    form.context_w.value = 4000
-    form.model_w.value = "tiny-chat"
-    assert form.context_w.value == 1024  # bounded by the smaller model
-    assert "context_length" not in form.params()  # which is its default: create() needs no argument
-    form.context_w.value = 256
+    form.context_w.value = "4000"
+    assert errors(form) == {} and form.params()["context_length"] == 4000
+    form.model_w.value = "tiny-chat"  # the context length is checked again against the smaller model
+    assert "Context length: 4,000 is above tiny-chat&#x27;s maximum of 1,024" in errors(form)["context_length"]
+    assert "context_length" not in form.params() and "# context_length: left out" in form.preview.code
+    [fix] = form._fix_boxes["context_length"].children
+    assert fix.description == "Set Context length to 1,024"
+    fix.click()
+    assert form.context_w.value == "1024" and errors(form) == {}
+    form.context_w.value = ""
+    assert "context_length" not in form.params()  # blank is the default: create() needs no argument
+    form.context_w.value = "256"
     assert form.params()["context_length"] == 256
 
 
@@ -202,11 +211,14 @@ def test_data_check_shows_rows_tokens_and_bad_lines(make_form, fake):
     result = form.check_data()
     assert fake.calls[-1] == ("data_check", {"train_data_path": "/d/t.jsonl", "task_type": "CHAT_COMPLETION", "model": "tiny-chat", "context_length": 1024})
     html = form.check_out.value
-    assert result["rows"] == 1204
+    assert result["train_data_path"]["rows"] == 1204
     for text in ("1,204 rows", "tokens min 12 / median 87 / max 1,930", "context length 1,024", "3 rows longer",
-                 "line 7 of /d/t.jsonl: not JSON", "first bad lines", "a sample row", "&lt;script&gt;"):
+                 "a sample row", "&lt;script&gt;"):
         assert text in html, text
     assert "<script>" not in html
+    # the bad line is shown once, next to the field, not a second time in the summary
+    assert "Train data: not JSON (/d/t.jsonl, line 7)" in errors(form)["train_data_path"]
+    assert "not JSON" not in html
     form.train_w.value = "/d/other.jsonl"
     assert form.check_out.value == ""  # a stale answer is not left under a changed path
 
@@ -229,7 +241,8 @@ def test_without_a_service_the_form_still_opens(fake, sent, monkeypatch):
     form = TrainingForm(model="tiny-chat")
     try:
         assert "could not list models: no service" in errors(form)["model"]
-        assert form.model_w.value == "tiny-chat"
+        assert form.model_w.value == "__typed__" and form.model_text_w.value == "tiny-chat"  # kept as typed
+        assert form.state().model == "tiny-chat"
     finally:
         form.close()
 

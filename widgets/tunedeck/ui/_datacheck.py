@@ -12,9 +12,10 @@ from typing import Any
 from tunedeck.ui._snapshot import esc
 
 
-def render_data_check(result: dict[str, Any], context_length: int | None = None) -> str:
+def render_data_check(result: dict[str, Any], context_length: int | None = None, problems: bool = True) -> str:
     """The data check's answer as escaped HTML. Renders what is there: rows, token stats against the
-    context length, the first bad lines with their line numbers, a sample row."""
+    context length, the first bad lines with their line numbers (unless ``problems`` is False: the form
+    shows them next to the field, each once, with the lines grouped), a sample row."""
     ok = bool(result.get("ok"))
     parts: list[str] = []
     rows = _first(result, "rows", "num_rows", "row_count")
@@ -35,21 +36,21 @@ def render_data_check(result: dict[str, Any], context_length: int | None = None)
         parts.append(f"{_fmt(too_long)} rows longer than the context (truncated)")
     verdict = f"<b style='color:{'#15803d' if ok else '#b91c1c'}'>{'ok' if ok else 'problems found'}</b>"
     html = [f"<div class='td-check-summary' style='font-size:12px'>{verdict}{': ' if parts else ''}{esc('; '.join(parts))}</div>"]
-    if result.get("message") and not parts:
+    if result.get("message") and not parts and problems:
         html.append(f"<div style='font-size:12px'>{esc(result['message'])}</div>")
     if result.get("note"):
         html.append(f"<div class='td-muted' style='font-size:12px'>{esc(result['note'])}</div>")
-    problems = [p if isinstance(p, dict) else {"message": str(p)} for p in (result.get("problems") or [])]
-    problems += [p if isinstance(p, dict) else {"message": str(p)} for p in (result.get("bad_lines") or [])]
-    if problems:
+    found = [p if isinstance(p, dict) else {"message": str(p)} for p in (result.get("problems") or [])]
+    found += [p if isinstance(p, dict) else {"message": str(p)} for p in (result.get("bad_lines") or [])]
+    if found and problems:
         items = []
-        for p in problems[:10]:
+        for p in found[:10]:
             line = p.get("line") or p.get("line_number")
             where = f"line {line}" + (f" of {p['file']}" if p.get("file") else "") + ": " if line else ""
             text = p.get("message") or p.get("error") or p.get("reason") or ""
             items.append(f"<li class='td-bad-line'>{esc(where + str(text))}</li>")
-        more = f"<li>… and {len(problems) - 10} more</li>" if len(problems) > 10 else ""
-        title = "first bad lines" if any(p.get("line") for p in problems) else "problems"
+        more = f"<li>… and {len(found) - 10} more</li>" if len(found) > 10 else ""
+        title = "first bad lines" if any(p.get("line") for p in found) else "problems"
         html.append(
             f"<div style='font-size:12px;color:#b91c1c'>{title}:<ul style='margin:2px 0'>{''.join(items)}{more}</ul></div>"
         )

@@ -1,16 +1,19 @@
 """The training form: every create() parameter, checked as you type, with the equivalent code.
 
-Built from standard ipywidgets, so its logic lives (and is tested) in Python: ``params()`` is exactly
-what Start passes to ``fm.create()``, ``code()`` is that call as text, ``problems()`` are the checks
-that need no service. Problems the service finds (``InvalidInputError.problems``) are shown next to
-the field they name, never as a traceback. Start opens the new run's monitor below the form.
+Built from standard ipywidgets, so its logic lives (and is tested) in Python. What the form shows is
+one function of its whole state (``ui/_validation.py``: ``validate(state, models, reports)``): the
+problems next to their fields (each once, worded with the form's labels, a file's bad lines grouped,
+with a one-click fix where one exists), ``params()`` (exactly what Start passes to ``fm.create()``:
+only valid values), ``code()`` (that call as text, saying what is missing or invalid instead of
+showing it) and the data-check summaries. Answers of the service (create()'s InvalidInputError,
+Check data) are kept with the state they answered and shown only while it still holds, so switching
+Task, Model or a path never leaves an old error behind. Start opens the new run's monitor below.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
 from typing import Any
 
@@ -24,21 +27,24 @@ from tunedeck.inputs import params as checks
 from tunedeck.types import LoRA, ModelInfo, TrainingRun
 from tunedeck.ui import _snapshot, _static
 from tunedeck.ui._datacheck import render_data_check
+from tunedeck.ui._validation import (
+    LABELS,
+    OTHER_MODEL,
+    PARAMETERS,
+    TASKS,
+    Fix,
+    FormState,
+    Issue,
+    Report,
+    Validation,
+    validate,
+)
 from tunedeck.ui.monitor import RunMonitor
 
-#: create()'s parameters in the order the preview lists them.
-PARAMETERS = (
-    "model", "train_data_path", "register_to", "task_type", "eval_data_path", "eval_prompts",
-    "custom_weights_path", "training_duration", "learning_rate", "context_length",
-    "experiment_path", "data_prep_cluster_id", "validate_inputs", "adapter",
-)
-TASKS = (
-    ("Chat completion", "CHAT_COMPLETION"),
-    ("Instruction", "INSTRUCTION_FINETUNE"),
-    ("Continued pretraining", "CONTINUED_PRETRAIN"),
-)
+__all__ = ["PARAMETERS", "CodeBlock", "TrainingForm", "form", "render_data_check"]
+
 UNITS = (("epochs", "ep"), ("batches", "ba"), ("tokens", "tok"))
-METHODS = (("Full fine-tuning", "full"), ("LoRA", "lora"), ("QLoRA (4-bit, CUDA only)", "qlora"))
+METHODS = (("Full fine-tuning", "full"), ("LoRA", "lora"), ("QLoRA (4-bit, CUDA)", "qlora"))
 TARGETS = (("all linear layers", "all-linear"), ("attention projections", "attention"), ("these layers:", "custom"))
 ADAPTER_FIELDS = ("adapter_rank", "adapter_alpha", "adapter_target_modules")
 ADVANCED = (
@@ -51,9 +57,18 @@ ADVANCED = (
     "validate_inputs",
 )
 EVALUATION = ("eval_data_path", "eval_prompts")
+DATA_FIELDS = ("train_data_path", "eval_data_path")
 DOUBLE_CLICK_SECONDS = 1.0
-LABEL_WIDTH = "120px"
-INPUT_WIDTH = "440px"
+OTHER_LABEL = "another model: a local folder or Hugging Face id…"
+#: widget attribute of each FormState field
+WIDGETS = {
+    "model": "model_w", "task_type": "task_w", "train_data_path": "train_w", "register_to": "register_w",
+    "duration": "duration_w", "duration_unit": "unit_w", "learning_rate": "lr_w", "eval_data_path": "eval_data_w",
+    "eval_prompts": "prompts_w", "context_length": "context_w", "custom_weights_path": "weights_w",
+    "experiment_path": "experiment_w", "data_prep_cluster_id": "cluster_w", "validate_inputs": "validate_w",
+    "adapter": "method_w", "adapter_rank": "rank_w", "adapter_alpha": "alpha_w", "adapter_targets": "targets_w",
+    "adapter_modules": "modules_w",
+}
 
 
 class CodeBlock(anywidget.AnyWidget):
@@ -63,6 +78,12 @@ class CodeBlock(anywidget.AnyWidget):
     _css = _static.css("common.css", "form.css")
     code = traitlets.Unicode("").tag(sync=True)
     title = traitlets.Unicode("Python").tag(sync=True)
+
+
+def _text(value: str = "", placeholder: str = "", kind: str = "td-input", **kw: Any) -> w.Text:
+    widget = w.Text(value=value, placeholder=placeholder, layout=w.Layout(width="auto"), **kw)
+    widget.add_class(kind)
+    return widget
 
 
 class TrainingForm(_snapshot.SnapshotDisplay, w.VBox):
@@ -76,102 +97,92 @@ class TrainingForm(_snapshot.SnapshotDisplay, w.VBox):
         self.monitor: RunMonitor | None = None
         self._strict = False  # "is required" shows only once Start was pressed
         self._started_at = -DOUBLE_CLICK_SECONDS
-        self._server: dict[str, list[str]] = {}
+        self._reports: list[Report] = []  # the service's answers, each with the state it answered
+        self._prefill: list[str] = []  # what form(...) was given and could not show (not part of the state)
+        self._note = ""  # the last action's note (starting…, started X, could not start: ...)
         self._errors: dict[str, w.HTML] = {}
+        self._fix_boxes: dict[str, w.HBox] = {}
+        self._fixes_shown: dict[str, tuple[Fix, ...]] = {}
         self._models: dict[str, ModelInfo] = {}
+        self._models_error: str | None = None
+        self._validation: Validation | None = None
         self._build(defaults)
         super().__init__(children=self._layout())
         self.add_class("td-form")
-        for widget in self._inputs().values():
-            widget.observe(self._on_change, names="value")
+        for name in WIDGETS.values():
+            getattr(self, name).observe(self._on_change, names="value")
+        self.model_text_w.observe(self._on_change, names="value")
+        if self._notes:  # what form(...) was given and cannot show: said until the field it is about changes
+            self._reports.append(Report(self.state(), "prefill", problems=tuple(self._notes)))
         self._refresh()
 
     # -- building ---------------------------------------------------------------------------------
     def _build(self, d: dict[str, Any]) -> None:
-        models_error = None
+        notes: list[Problem] = []  # what form(...) was given and cannot show: said once, until that field changes
         try:
             self._models = {m.name: m for m in fm.get_models()}
         except Exception as exc:  # noqa: BLE001 - shown next to the model field
-            models_error = _snapshot.describe(exc)
+            notes.append(Problem("model", f"could not list models: {_snapshot.describe(exc)}"))
         options = [(f"{m.name}  (max context {m.max_context_length:,})", m.name) for m in self._models.values()]
-        model = d.get("model")
-        if model and model not in self._models:
-            options.append((f"{model}  (not in get_models())", model))
-        text = dict(layout=w.Layout(width=INPUT_WIDTH))
-        self.model_w = w.Dropdown(
-            options=options, value=model or (options[0][1] if options else None), layout=w.Layout(width=INPUT_WIDTH)
-        )
+        options.append((OTHER_LABEL, OTHER_MODEL))
+        model = str(d.get("model") or "").strip()
+        known = next((name for name in self._models if name.lower() == model.lower()), None) if model else None
+        choice = known or (OTHER_MODEL if model else options[0][1])
+        self.model_w = w.Dropdown(options=options, value=choice, layout=w.Layout(width="auto"))
+        self.model_w.add_class("td-input")
+        self.model_text_w = _text("" if known else model, "/path/to/model-folder  or  org/model-id",
+                                  continuous_update=False)
+        self.model_text_line = _indented(self.model_text_w)
         self.model_help = w.HTML()
-        task = str(d.get("task_type") or checks.DEFAULT_TASK_TYPE).upper()
+        task = str(d.get("task_type") or checks.DEFAULT_TASK_TYPE).strip().upper()
         if task not in dict(TASKS).values():
-            self._server["task_type"] = [f"{d['task_type']!r} is not a task type; showing the default"]
+            notes.append(Problem("task_type", f"{d['task_type']!r} is not a task type; showing the default"))
             task = checks.DEFAULT_TASK_TYPE
-        self.task_w = w.ToggleButtons(options=TASKS, value=task, style={"button_width": "170px"})
-        self.train_w = w.Text(
-            value=d.get("train_data_path") or "",
-            placeholder="train.jsonl, /Volumes/<catalog>/<schema>/<volume>/..., or org/dataset/split",
-            **text,
-        )
-        self.check_w = w.Button(description="Check data", tooltip="rows, token counts and bad lines of the training data")
+        self.task_w = w.ToggleButtons(options=TASKS, value=task)
+        self.train_w = _text(d.get("train_data_path") or "", "train.jsonl, /Volumes/…, or org/dataset/split")
+        self.check_w = w.Button(description="Check data", tooltip="rows, token counts and bad lines of the train and eval data")
+        self.check_w.add_class("td-check-data")
         self.check_w.on_click(lambda _: self.check_data())
         self.check_out = w.HTML()
         self.check_out.add_class("td-data-check")
-        self.register_w = w.Text(
-            value=d.get("register_to") or "", placeholder="catalog.schema  or  catalog.schema.model_name", **text
-        )
-        duration = _split_duration(d.get("training_duration"))
-        self.duration_w = w.BoundedIntText(value=duration[0], min=1, max=10**15, layout=w.Layout(width="120px"))
-        self.unit_w = w.Dropdown(options=UNITS, value=duration[1], layout=w.Layout(width="110px"))
-        self.lr_w = w.Text(
-            value="" if d.get("learning_rate") is None else str(d["learning_rate"]), layout=w.Layout(width="160px")
-        )
+        self.check_eval_out = w.HTML()
+        self.check_eval_out.add_class("td-data-check-eval")
+        self.register_w = _text(d.get("register_to") or "", "catalog.schema  or  catalog.schema.model")
+        number, unit = _split_duration(d.get("training_duration"))
+        self.duration_w = _text(number, "e.g. 3", kind="td-input-short")
+        self.unit_w = w.Dropdown(options=UNITS, value=unit, layout=w.Layout(width="110px"))
+        self.lr_w = _text("" if d.get("learning_rate") is None else str(d["learning_rate"]), kind="td-input-short")
         self.lr_help = w.HTML()
-        self.eval_data_w = w.Text(
-            value=d.get("eval_data_path") or "", placeholder="optional: held-out data in the same format", **text
-        )
+        self.eval_data_w = _text(d.get("eval_data_path") or "", "optional: held-out rows, same format")
         prompts = d.get("eval_prompts") or []
         self.prompts_w = w.Textarea(
             value="\n".join([prompts] if isinstance(prompts, str) else prompts),
-            placeholder="one prompt per line; generated at every checkpoint",
-            rows=3,
-            **text,
+            placeholder="one prompt per line; answered at every checkpoint",
+            rows=3, layout=w.Layout(width="auto"),
         )
-        info = self._model_info()
-        maximum = info.max_context_length if info else 1_000_000
-        default_ctx = checks.default_context_length(maximum)
-        try:
-            ctx = checks.parse_context_length(d.get("context_length")) or default_ctx
-        except ValueError as exc:
-            self._server["context_length"] = [f"{exc}; showing the default"]
-            ctx = default_ctx
-        self._default_context = default_ctx
-        self.context_w = w.BoundedIntText(value=ctx, min=8, max=maximum, layout=w.Layout(width="120px"))
+        self.prompts_w.add_class("td-input")
+        self.context_w = _text("" if d.get("context_length") in (None, "") else str(d["context_length"]), kind="td-input-short")
         self.context_help = w.HTML()
-        self.weights_w = w.Text(
-            value=d.get("custom_weights_path") or "",
-            placeholder="a checkpoint folder ep#-ba# or latest-sharded-rank0.symlink",
-            **text,
-        )
-        self.experiment_w = w.Text(value=d.get("experiment_path") or "", placeholder="default: /Users/<you>/<run name>", **text)
-        self.cluster_w = w.Text(value=d.get("data_prep_cluster_id") or "", placeholder="recorded; used for table inputs", **text)
+        self.weights_w = _text(d.get("custom_weights_path") or "", "a checkpoint folder ep#-ba#, or its .symlink")
+        self.experiment_w = _text(d.get("experiment_path") or "", "default: /Users/<you>/<run name>")
+        self.cluster_w = _text(d.get("data_prep_cluster_id") or "", "recorded; used for table inputs")
         try:
             method, lora, modules = _adapter_fields(d.get("adapter"))
         except ValueError as exc:
-            self._server["adapter"] = [f"{exc}; showing full fine-tuning"]
+            notes.append(Problem("adapter", f"{exc}; showing full fine-tuning"))
             method, lora, modules = "full", LoRA(), None
         self._dropout = lora.dropout  # not a field of its own: kept from form(adapter=...), shown in the preview
-        self.method_w = w.ToggleButtons(options=METHODS, value=method, style={"button_width": "190px"})
+        self.method_w = w.ToggleButtons(options=METHODS, value=method)
         self.method_help = w.HTML()
-        self.rank_w = w.Text(value=str(lora.rank), placeholder="16", layout=w.Layout(width="120px"))
-        self.alpha_w = w.Text(value="" if lora.alpha is None else _number_text(lora.alpha), layout=w.Layout(width="120px"))
+        self.rank_w = _text(str(lora.rank), "16", kind="td-input-short")
+        self.alpha_w = _text("" if lora.alpha is None else _number_text(lora.alpha), kind="td-input-short")
         self.alpha_help = w.HTML()
         target = "all-linear" if modules is None else ("attention" if modules == "attention" else "custom")
         self.targets_w = w.Dropdown(options=TARGETS, value=target, layout=w.Layout(width="200px"))
         custom = ", ".join(modules) if target == "custom" and isinstance(modules, list) else ""
-        self.modules_w = w.Text(value=custom, placeholder="q_proj, v_proj",
-                                layout=w.Layout(width="236px"))
+        self.modules_w = _text(custom, "q_proj, v_proj", kind="td-input-short")
         self.validate_w = w.Checkbox(
-            value=bool(d.get("validate_inputs", True)), description="check paths, data and names before starting", indent=False
+            value=bool(d.get("validate_inputs", True)), description="check paths, data and names first", indent=False
         )
         self.preview = CodeBlock(title="Python — the same run from code")
         self.start_w = w.Button(description="Start training", button_style="primary", icon="play")
@@ -181,38 +192,31 @@ class TrainingForm(_snapshot.SnapshotDisplay, w.VBox):
         self.status_w.add_class("td-form-status")
         self.monitors = w.VBox()
         self.monitors.add_class("td-form-monitors")
-        if models_error:
-            self._server["model"] = [f"could not list models: {models_error}"]
+        self._notes = notes
 
-    def _inputs(self) -> dict[str, w.Widget]:
-        return {
-            "model": self.model_w, "task_type": self.task_w, "train_data_path": self.train_w,
-            "register_to": self.register_w, "training_duration": self.duration_w, "training_duration_unit": self.unit_w,
-            "learning_rate": self.lr_w, "eval_data_path": self.eval_data_w, "eval_prompts": self.prompts_w,
-            "context_length": self.context_w, "custom_weights_path": self.weights_w,
-            "experiment_path": self.experiment_w, "data_prep_cluster_id": self.cluster_w, "validate_inputs": self.validate_w,
-            "adapter": self.method_w, "adapter_rank": self.rank_w, "adapter_alpha": self.alpha_w,
-            "adapter_target_modules": self.targets_w, "adapter_target_modules_list": self.modules_w,
-        }
-
-    def _row(self, field: str, label: str, *widgets: w.Widget, below: w.Widget | None = None) -> w.VBox:
+    def _row(self, field: str, label: str, *widgets: w.Widget, below: tuple[w.Widget, ...] = ()) -> w.VBox:
         error = w.HTML()
         error.add_class("td-field-error")
         self._errors[field] = error
-        parts: list[w.Widget] = [
-            w.HBox([w.Label(label, layout=w.Layout(width=LABEL_WIDTH)), *widgets], layout=w.Layout(align_items="center"))
-        ]
-        if below is not None:
-            parts.append(self._folding(below))
-        parts.append(self._folding(error))
+        fixes = w.HBox()
+        fixes.add_class("td-field-fixes")
+        self._fix_boxes[field] = fixes
+        name = w.Label(label)
+        name.add_class("td-label")
+        line = w.HBox([name, *widgets])
+        line.add_class("td-field-line")
+        parts: list[w.Widget] = [line]
+        for widget in below:
+            parts.append(self._folding(widget) if isinstance(widget, w.HTML) else widget)
+        parts.append(self._folding(error, w.VBox([error, fixes])))
         box = w.VBox(parts)
         box.add_class("td-field")
         box.add_class(f"td-field-{field}")
         return box
 
-    def _folding(self, widget: w.HTML) -> w.HBox:
+    def _folding(self, widget: w.HTML, shown: w.Widget | None = None) -> w.HBox:
         """An indented line under a field that takes no room while it has nothing to say."""
-        line = _indented(widget)
+        line = _indented(shown or widget)
         sync = lambda *_: setattr(line.layout, "display", "flex" if widget.value else "none")  # noqa: E731
         widget.observe(sync, names="value")
         sync()
@@ -220,30 +224,26 @@ class TrainingForm(_snapshot.SnapshotDisplay, w.VBox):
 
     def _layout(self) -> list[w.Widget]:
         evaluation = w.VBox([
-            self._row("eval_data_path", "Eval data", self.eval_data_w),
+            self._row("eval_data_path", "Eval data", self.eval_data_w, below=(self.check_eval_out,)),
             self._row("eval_prompts", "Eval prompts", self.prompts_w),
         ])
         self.lora_w = w.VBox([
             self._row("adapter_rank", "LoRA rank", self.rank_w),
-            self._row("adapter_alpha", "LoRA alpha", self.alpha_w, self.alpha_help),
+            self._row("adapter_alpha", "LoRA alpha", self.alpha_w, below=(self.alpha_help,)),
             self._row("adapter_target_modules", "Target modules", self.targets_w, self.modules_w),
         ])
         advanced = w.VBox([
-            self._row("adapter", "Fine-tuning", self.method_w, below=self.method_help),
+            self._row("adapter", "Fine-tuning", self.method_w, below=(self.method_help,)),
             self.lora_w,
-            self._row("context_length", "Context length", self.context_w, self.context_help),
+            self._row("context_length", "Context length", self.context_w, below=(self.context_help,)),
             self._row("custom_weights_path", "Custom weights", self.weights_w),
             self._row("experiment_path", "Experiment", self.experiment_w),
             self._row("data_prep_cluster_id", "Data prep cluster", self.cluster_w),
             self._row("validate_inputs", "Validate inputs", self.validate_w),
         ])
-        self.evaluation_w = w.Accordion(
-            children=[evaluation], titles=("Evaluation — eval data, eval prompts",), selected_index=None
-        )
+        self.evaluation_w = w.Accordion(children=[evaluation], titles=("Evaluation — eval data, prompts",), selected_index=None)
         self.advanced_w = w.Accordion(
-            children=[advanced],
-            titles=("Advanced — fine-tuning method (LoRA), context length, custom weights, experiment path, validation",),
-            selected_index=None,
+            children=[advanced], titles=("Advanced — LoRA, context length, weights, experiment",), selected_index=None,
         )
         self.evaluation_w.add_class("td-section-evaluation")
         self.advanced_w.add_class("td-section-advanced")
@@ -255,172 +255,112 @@ class TrainingForm(_snapshot.SnapshotDisplay, w.VBox):
         self._general.layout.display = "none"
         return [
             w.HTML("<b style='font-size:14px'>tunedeck · new training run</b>"),
-            self._row("model", "Model", self.model_w, below=self.model_help),
+            self._row("model", "Model", self.model_w, below=(self.model_text_line, self.model_help)),
             self._row("task_type", "Task", self.task_w),
-            self._row("train_data_path", "Train data", self.train_w, self.check_w, below=self.check_out),
+            self._row("train_data_path", "Train data", self.train_w, self.check_w, below=(self.check_out,)),
             self._row("register_to", "Register to", self.register_w),
             self._row("training_duration", "Duration", self.duration_w, self.unit_w),
-            self._row("learning_rate", "Learning rate", self.lr_w, self.lr_help),
+            self._row("learning_rate", "Learning rate", self.lr_w, below=(self.lr_help,)),
             self.evaluation_w,
             self.advanced_w,
             self.preview,
             self._general,
-            w.HBox([self.start_w, self.status_w], layout=w.Layout(align_items="center")),
+            w.HBox([self.start_w, self.status_w], layout=w.Layout(align_items="center", flex_flow="row wrap")),
             self.monitors,
         ]
 
     # -- what the form says -----------------------------------------------------------------------
-    def _model_info(self) -> ModelInfo | None:
-        return self._models.get(self.model_w.value) if self.model_w.value else None
-
-    def params(self) -> dict[str, Any]:
-        """The keyword arguments Start passes to ``fm.create()``: required ones always, others when
-        they differ from create()'s defaults."""
-        out: dict[str, Any] = {
-            "model": self.model_w.value or "",
-            "train_data_path": self.train_w.value.strip(),
-            "register_to": self.register_w.value.strip(),
-        }
-        if self.task_w.value != checks.DEFAULT_TASK_TYPE:
-            out["task_type"] = self.task_w.value
-        if self.eval_data_w.value.strip():
-            out["eval_data_path"] = self.eval_data_w.value.strip()
-        prompts = [line.strip() for line in self.prompts_w.value.splitlines() if line.strip()]
-        if prompts:
-            out["eval_prompts"] = prompts
-        if self.weights_w.value.strip():
-            out["custom_weights_path"] = self.weights_w.value.strip()
-        duration = f"{self.duration_w.value}{self.unit_w.value}"
-        if duration != checks.DEFAULT_DURATION:
-            out["training_duration"] = duration
-        lr = self.lr_w.value.strip()
-        if lr:
-            try:
-                out["learning_rate"] = float(lr)
-            except ValueError:
-                out["learning_rate"] = lr  # create() reports it; problems() already does
-        if self.context_w.value != self._default_context:
-            out["context_length"] = int(self.context_w.value)
-        if self.experiment_w.value.strip():
-            out["experiment_path"] = self.experiment_w.value.strip()
-        if self.cluster_w.value.strip():
-            out["data_prep_cluster_id"] = self.cluster_w.value.strip()
-        if not self.validate_w.value:
-            out["validate_inputs"] = False
-        adapter = self._adapter()
-        if adapter is not None:
-            out["adapter"] = adapter
-        return out
-
-    def _lora(self) -> LoRA:
-        """The LoRA settings as typed (possibly invalid: problems() says what is wrong, next to the field)."""
-        alpha = self.alpha_w.value.strip()
-        if self.targets_w.value == "all-linear":
-            modules: tuple[str, ...] | str | None = None
-        elif self.targets_w.value == "attention":
-            modules = "attention"
-        else:
-            modules = tuple(part.strip() for part in self.modules_w.value.split(",") if part.strip())
-        return LoRA(
-            rank=_number(self.rank_w.value, default=LoRA.rank), alpha=_number(alpha) if alpha else None,
-            dropout=self._dropout, target_modules=modules,
-            quantize_base=checks.ADAPTER_NAMES["qlora"]["quantize_base"] if self.method_w.value == "qlora" else None,
+    def state(self) -> FormState:
+        """Every field as typed, and whether Start was pressed."""
+        model = self.model_text_w.value if self.model_w.value == OTHER_MODEL else (self.model_w.value or "")
+        return FormState(
+            model=model.strip(), task_type=self.task_w.value, train_data_path=self.train_w.value,
+            register_to=self.register_w.value, duration=self.duration_w.value, duration_unit=self.unit_w.value,
+            learning_rate=self.lr_w.value, eval_data_path=self.eval_data_w.value, eval_prompts=self.prompts_w.value,
+            context_length=self.context_w.value, custom_weights_path=self.weights_w.value,
+            experiment_path=self.experiment_w.value, data_prep_cluster_id=self.cluster_w.value,
+            validate_inputs=bool(self.validate_w.value), adapter=self.method_w.value, adapter_rank=self.rank_w.value,
+            adapter_alpha=self.alpha_w.value, adapter_targets=self.targets_w.value, adapter_modules=self.modules_w.value,
+            adapter_dropout=self._dropout, strict=self._strict,
         )
 
-    def _adapter(self) -> str | LoRA | None:
-        """create()'s ``adapter``: None (full fine-tuning), "lora" / "qlora" with their defaults, else a LoRA."""
-        method = self.method_w.value
-        if method == "full":
-            return None
-        lora = self._lora()
-        return method if lora == LoRA(**checks.ADAPTER_NAMES[method]) else lora
+    def validation(self) -> Validation:
+        """``validate()`` of the form as it is now (the one source of everything the form shows)."""
+        return validate(self.state(), self._models, self._reports)
 
-    def code(self) -> str:
-        """The equivalent Python, ready to paste."""
-        lines = [f"    {key}={_literal(value)}," for key, value in self.params().items()]
+    def params(self) -> dict[str, Any]:
+        """The keyword arguments Start passes to ``fm.create()``: the valid ones, and only those that
+        differ from create()'s defaults."""
+        return self.validation().params
+
+    def problems(self) -> list[Issue]:
+        """What is wrong with the form now, each problem once (its own checks and the service's answers
+        that still hold)."""
+        return self.validation().issues
+
+    def code(self, validation: Validation | None = None) -> str:
+        """The equivalent Python, ready to paste; what is missing or invalid is named in a comment, never shown."""
+        v = validation or self.validation()
+        lines = [f"    {key}={_literal(value)}," for key, value in v.params.items()]
+        for key, why in v.left_out.items():
+            label = LABELS.get(key, key)
+            lines.insert(_position(key, v.params), f"    # {key}: {why} — fill in {label} above" if why == "missing"
+                         else f"    # {key}: left out, {label} is {why} — see the field marked in red")
         return "from tunedeck import foundation_model as fm\n\nrun = fm.create(\n" + "\n".join(lines) + "\n)"
 
-    def problems(self) -> list[Problem]:
-        """What is wrong with the fields, checked here without the service (format and bounds)."""
-        p = self.params()
-        found: list[Problem] = []
-        if self._strict:
-            for field in ("model", "train_data_path", "register_to"):
-                if not p[field]:
-                    found.append(Problem(field, "is required"))
-        for field, check in (
-            ("training_duration", lambda: checks.parse_duration(f"{self.duration_w.value}{self.unit_w.value}")),
-            ("learning_rate", lambda: checks.parse_learning_rate(self.lr_w.value.strip() or None)),
-            ("register_to", lambda: p["register_to"] and checks.registered_model_name(p["register_to"], "run")),
-        ):
-            try:
-                check()
-            except ValueError as exc:
-                found.append(Problem(field, str(exc)))
-        if self.method_w.value != "full":
-            # parse_adapter, as the service runs it, one setting at a time so each error sits by its field
-            lora = self._lora()
-            adapter_found = []
-            for field, setting in (("adapter_rank", LoRA(rank=lora.rank)), ("adapter_alpha", LoRA(alpha=lora.alpha)),
-                                   ("adapter_target_modules", LoRA(target_modules=lora.target_modules))):
-                try:
-                    checks.parse_adapter(setting)
-                except ValueError as exc:
-                    adapter_found.append(Problem(field, str(exc)))
-            if not adapter_found:
-                try:
-                    checks.parse_adapter(p["adapter"])
-                except ValueError as exc:
-                    adapter_found.append(Problem("adapter", str(exc)))
-            found += adapter_found
-        info = self._model_info()
-        if info and self.context_w.value > info.max_context_length:
-            found.append(Problem("context_length", f"above {info.name}'s maximum of {info.max_context_length:,}"))
-        return found
-
     # -- actions ----------------------------------------------------------------------------------
-    def check_data(self) -> dict[str, Any]:
-        """Rows, token counts against the context length, a sample and the first bad lines."""
+    def check_data(self) -> dict[str, dict[str, Any]]:
+        """Check data: rows, token counts against the context length, a sample and the bad lines, of the
+        train data and (when given) the eval data. Paths go out absolute, as create() sends them."""
         from tunedeck.client import get_client
 
+        state = self.state()
+        v = validate(state, self._models, [r for r in self._reports if r.kind != "check"])
+        model = fm._model_path(state.model) if state.model else None
+        context = v.params.get("context_length") or v.default_context
+        results: dict[str, dict[str, Any]] = {}
+        self._reports = [r for r in self._reports if r.kind != "check"]
         self.check_out.value = "<span class='td-muted'>checking the data…</span>"
-        request = {
-            "train_data_path": self.train_w.value.strip(),
-            "task_type": self.task_w.value,
-            "model": self.model_w.value or None,
-            "context_length": int(self.context_w.value),
-        }
-        if not request["train_data_path"]:
-            result: dict[str, Any] = {"ok": False, "problems": [{"field": "train_data_path", "message": "is required"}]}
-        else:
+        for name in DATA_FIELDS:
+            path = getattr(state, name).strip()
+            if not path:
+                if name == "train_data_path":
+                    results[name] = {"ok": False, "problems": [{"field": name, "message": "is required"}]}
+                continue
+            request = {"train_data_path": fm._data_path(path), "task_type": state.task_type, "model": model,
+                       "context_length": context}
             try:
-                result = get_client().data_check(request) or {}
+                results[name] = get_client().data_check(request) or {}
             except Exception as exc:  # noqa: BLE001 - shown under the field
-                result = {"ok": False, "problems": [{"field": "train_data_path", "message": _snapshot.describe(exc)}]}
-        self.check_out.value = render_data_check(result, int(self.context_w.value))
-        return result
+                results[name] = {"ok": False, "problems": [{"field": name, "message": _snapshot.describe(exc)}]}
+        self._reports += [Report(state, "check", field=name, result=result) for name, result in results.items()]
+        self._refresh()
+        return results
+
+    def apply_fix(self, fix: Fix) -> None:
+        """A one-click fix: set the field it names (the form re-checks everything from there)."""
+        getattr(self, WIDGETS[fix.field]).value = fix.value
 
     def submit(self) -> TrainingRun | None:
         """What Start does: check, call ``fm.create()``, open the monitor. None if it did not start."""
         self._strict = True
-        self._server = {}
-        self._general.value = ""
-        self._refresh()
-        if self.problems():
-            self.status_w.value = _note("fix the fields marked in red first", error=True)
+        self._note = ""
+        self._reports = [r for r in self._reports if r.kind != "create"]
+        v = self._refresh()
+        if v.issues or v.left_out:
             return None
         self.start_w.disabled = True
-        self.status_w.value = _note("starting…")
+        self._set_note("starting…")
+        state = self.state()
         try:
-            run = fm.create(**self.params())
+            run = fm.create(**v.params)
         except InvalidInputError as exc:
-            for problem in exc.problems:
-                self._server.setdefault(problem.field or "", []).append(_where(problem))
+            self._reports.append(Report(state, "create", problems=tuple(exc.problems)))
+            self._note = ""
             self._refresh()
-            self.status_w.value = _note(f"{len(exc.problems)} problem(s): see the fields marked in red", error=True)
             return None
         except Exception as exc:  # noqa: BLE001 - a message, never a traceback
-            self.status_w.value = _note(f"could not start: {_snapshot.describe(exc)}", error=True)
+            self._set_note(f"could not start: {_snapshot.describe(exc)}", error=True)
             return None
         finally:
             self.start_w.disabled = False
@@ -430,8 +370,12 @@ class TrainingForm(_snapshot.SnapshotDisplay, w.VBox):
         # The form's own snapshot is not refreshed when the run ends: that would re-render the form under
         # the user's cursor. Displaying the run (or its monitor) gives the final snapshot.
         self.monitors.children = (self.monitor, *self.monitors.children)
-        self.status_w.value = _note(f"started {run.name}")
+        self._set_note(f"started {run.name}")
         return run
+
+    def _set_note(self, text: str, error: bool = False) -> None:
+        self._note = _note(text, error=error)
+        self._refresh()
 
     def _on_start_click(self, _button: w.Button) -> None:
         # A double click queues a second click behind the first create(): one run per press.
@@ -451,36 +395,21 @@ class TrainingForm(_snapshot.SnapshotDisplay, w.VBox):
 
     # -- reacting ---------------------------------------------------------------------------------
     def _on_change(self, change: dict[str, Any]) -> None:
-        owner = change["owner"]
-        for field, widget in self._inputs().items():
-            if widget is owner:
-                shown_at = {
-                    "training_duration_unit": "training_duration",
-                    "adapter_target_modules_list": "adapter_target_modules",
-                }.get(field, field)
-                self._server.pop(shown_at, None)
-                if shown_at.startswith("adapter_"):
-                    self._server.pop("adapter", None)  # what the service said about the adapter as a whole
-                if field == "model":
-                    self._on_model_change()
-                if field in ("train_data_path", "task_type", "model"):
-                    self.check_out.value = ""
-        self._refresh()
+        checked = any(r.kind == "check" for r in self._reports)
+        if checked and change["owner"] in (self.task_w, self.model_w, self.model_text_w) and self.state().model:
+            self.check_data()  # the data were checked for the old task or model: check them again for the new one
+        else:
+            self._refresh()
 
-    def _on_model_change(self) -> None:
-        info = self._model_info()
-        if info is None:
-            return
-        was_default = self.context_w.value == self._default_context
-        self._default_context = checks.default_context_length(info.max_context_length)
-        self.context_w.max = info.max_context_length
-        if was_default:
-            self.context_w.value = self._default_context
-
-    def _refresh(self) -> None:
-        """Redraw help texts, field errors and the code preview from the current values."""
-        info = self._model_info()
+    def _refresh(self) -> Validation:
+        """Redraw help texts, field errors, fixes, data-check summaries, the banner and the code preview
+        from ``validate()`` of the current state."""
+        state = self.state()
+        v = validate(state, self._models, self._reports)
+        self._validation = v
+        info = v.model
         esc = _snapshot.esc
+        self.model_text_line.layout.display = "flex" if self.model_w.value == OTHER_MODEL else "none"
         if info:
             facts = [f"max context {info.max_context_length:,} tokens"]
             if info.parameters:
@@ -493,19 +422,24 @@ class TrainingForm(_snapshot.SnapshotDisplay, w.VBox):
         else:
             self.model_help.value = ""
             lr_default = "the model's default"
-        if self.method_w.value != "full":  # adapters start at zero and take larger steps
+        if state.adapter != "full":  # adapters start at zero and take larger steps
             lr_default = f"{checks.default_learning_rate(info.parameters if info else None, {'type': 'lora'}):g} for LoRA"
         self.lr_w.placeholder = f"default {lr_default}"
         self.lr_help.value = (
             f"<span class='td-muted' style='font-size:12px'>blank = {esc(lr_default)} · AdamW, 2% warmup, linear decay</span>"
         )
-        maximum = f"{info.max_context_length:,}" if info else "?"
-        method = self.method_w.value
-        self.lora_w.layout.display = "none" if method == "full" else None
-        self.modules_w.layout.display = None if self.targets_w.value == "custom" else "none"
-        self.method_help.value = f"<span class='td-muted' style='font-size:12px'>{esc(METHOD_HELP[method])}</span>"
+        if info and v.default_context:
+            self.context_w.placeholder = f"default {v.default_context:,}"
+            context_note = f"blank = {v.default_context:,} · at most {info.max_context_length:,} for {info.name}"
+        else:
+            self.context_w.placeholder = "the model's default"
+            context_note = "blank = the model's default (at most 8,192) · choose a model to see its maximum"
+        self.context_help.value = f"<span class='td-muted' style='font-size:12px'>{esc(context_note)}</span>"
+        self.lora_w.layout.display = "none" if state.adapter == "full" else None
+        self.modules_w.layout.display = None if state.adapter_targets == "custom" else "none"
+        self.method_help.value = f"<span class='td-muted' style='font-size:12px'>{esc(METHOD_HELP[state.adapter])}</span>"
         try:
-            parsed = checks.parse_adapter(LoRA(rank=self._lora().rank))
+            parsed = checks.parse_adapter(LoRA(rank=_rank(state.adapter_rank)))
             alpha_default = f"{parsed['alpha']:g}" if parsed else ""
         except ValueError:
             alpha_default = ""
@@ -514,25 +448,46 @@ class TrainingForm(_snapshot.SnapshotDisplay, w.VBox):
         self.alpha_help.value = (
             f"<span class='td-muted' style='font-size:12px'>{alpha_note} · scales the update by alpha / rank</span>"
         )
-        self.context_help.value = (
-            f"<span class='td-muted' style='font-size:12px'>default {self._default_context:,} · at most {maximum}</span>"
-        )
-        messages: dict[str, list[str]] = {}
-        for problem in self.problems():
-            messages.setdefault(problem.field, []).append(problem.message)
-        for field, texts in self._server.items():
-            messages.setdefault(field, []).extend(texts)
+        context = v.params.get("context_length") or v.default_context
+        for name, out in (("train_data_path", self.check_out), ("eval_data_path", self.check_eval_out)):
+            out.value = render_data_check(v.checks[name], context, problems=False) if name in v.checks else ""
+
+        by_field = v.by_field()
         for field, box in self._errors.items():
+            issues = by_field.get(field, [])
             box.value = "".join(
-                f"<div style='color:var(--jp-error-color1,#b91c1c);font-size:12px'>{esc(t)}</div>"
-                for t in messages.get(field, [])
+                f"<div class='td-issue' style='color:var(--jp-error-color1,#b91c1c);font-size:12px'>{esc(i.text())}</div>"
+                for i in issues
             )
-        general = messages.get("", []) + [f"{f}: {t}" for f, ts in messages.items() if f not in self._errors and f for t in ts]
-        self._general.value = "".join(f"<div style='color:var(--jp-error-color1,#b91c1c)'>{esc(t)}</div>" for t in general)
+            self._show_fixes(field, tuple(dict.fromkeys(i.fix for i in issues if i.fix)))
+        general = [i for f, issues in by_field.items() if f not in self._errors for i in issues]
+        self._general.value = "".join(
+            f"<div class='td-issue' style='color:var(--jp-error-color1,#b91c1c)'>{esc(i.text())}</div>" for i in general
+        )
         for section, fields in ((self.evaluation_w, EVALUATION), (self.advanced_w, ADVANCED)):
-            if any(messages.get(f) for f in fields):
+            if any(by_field.get(f) for f in fields):
                 section.selected_index = 0  # unfold a section that holds an error
-        self.preview.code = self.code()
+        if self._strict and v.issues:
+            self.status_w.value = _note(f"{len(v.issues)} problem(s): fix the fields marked in red first", error=True)
+        else:
+            self.status_w.value = self._note
+        self.preview.code = self.code(v)
+        return v
+
+    def _show_fixes(self, field: str, fixes: tuple[Fix, ...]) -> None:
+        if self._fixes_shown.get(field, ()) == fixes:
+            return
+        box = self._fix_boxes[field]
+        for old in box.children:
+            old.close()
+        buttons = []
+        for fix in fixes:
+            button = w.Button(description=fix.label, tooltip=fix.label, layout=w.Layout(width="auto"))
+            button.add_class("td-fix")
+            button.on_click(lambda _b, fix=fix: self.apply_fix(fix))
+            buttons.append(button)
+        box.children = tuple(buttons)
+        self._fixes_shown[field] = fixes
 
     # -- snapshots --------------------------------------------------------------------------------
     def _snapshot_text(self) -> str:
@@ -578,18 +533,18 @@ def _adapter_fields(value: Any) -> tuple[str, LoRA, list[str] | str | None]:
     return ("qlora" if parsed["quantize_base"] else "lora"), lora, parsed["target_modules"]
 
 
-def _number(text: str, default: Any = None) -> Any:
-    """'32' -> 32, '0.5' -> 0.5, '' -> default; anything else stays text, for parse_adapter to name."""
+def _rank(text: str) -> Any:
     text = text.strip()
-    if not text:
-        return default
-    for kind in (int, float):
-        try:
-            number = kind(text)
-        except ValueError:
-            continue
-        return number if math.isfinite(number) else text  # 'nan' and 'inf' stay text: the preview stays Python
-    return text
+    try:
+        return int(text) if text else LoRA.rank
+    except ValueError:
+        return text
+
+
+def _position(key: str, params: dict[str, Any]) -> int:
+    """Where a left-out parameter's comment goes among the preview's lines: at its place in create()'s order."""
+    order = PARAMETERS.index(key) if key in PARAMETERS else len(PARAMETERS)
+    return sum(1 for k in params if PARAMETERS.index(k) < order)
 
 
 def _number_text(value: Any) -> str:
@@ -623,19 +578,15 @@ def _literal(value: Any) -> str:
     return repr(value)
 
 
-def _split_duration(text: Any) -> tuple[int, str]:
-    try:
-        d = checks.parse_duration(text)
-        return d.value, d.unit
-    except ValueError:
-        return 1, "ep"
-
-
-def _where(problem: Problem) -> str:
-    if problem.file:
-        place = f"{problem.file}" + (f", line {problem.line}" if problem.line else "")
-        return f"{problem.message} ({place})"
-    return problem.message
+def _split_duration(text: Any) -> tuple[str, str]:
+    """form(training_duration=...) -> (the number as typed, the unit): '0ep' stays 0, for the check to refuse."""
+    if text is None or text == "":
+        return "1", "ep"
+    s = str(text).strip()
+    for unit in ("ep", "tok", "ba"):
+        if s.endswith(unit):
+            return s[: -len(unit)].strip().replace("_", ""), unit
+    return s, "ep"
 
 
 def _note(text: str, error: bool = False) -> str:
@@ -643,5 +594,9 @@ def _note(text: str, error: bool = False) -> str:
     return f"<span style='color:{color};font-size:12px'>{_snapshot.esc(text)}</span>"
 
 
-def _indented(widget: w.Widget) -> w.Widget:
-    return w.HBox([w.Label("", layout=w.Layout(width=LABEL_WIDTH)), widget])
+def _indented(widget: w.Widget) -> w.HBox:
+    spacer = w.Label("")
+    spacer.add_class("td-label")
+    line = w.HBox([spacer, widget])
+    line.add_class("td-field-line")
+    return line
