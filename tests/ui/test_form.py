@@ -166,7 +166,7 @@ def test_service_problems_go_next_to_their_fields(make_form, fake):
     form = make_form(model="tiny-chat", train_data_path="/d/train.jsonl", register_to="main.demo")
     assert form.submit() is None
     shown = errors(form)
-    assert "line is not JSON: &lt;b&gt;oops&lt;/b&gt; (/d/train.jsonl, line 3)" in shown["train_data_path"]
+    assert "line is not JSON: &lt;b&gt;oops&lt;/b&gt; (train.jsonl, line 3)" in shown["train_data_path"]
     assert "too long" in shown["context_length"]
     assert form.advanced_w.selected_index == 0  # the folded section with the error opens
     assert "something_else: odd" in form._general.value
@@ -217,7 +217,7 @@ def test_data_check_shows_rows_tokens_and_bad_lines(make_form, fake):
         assert text in html, text
     assert "<script>" not in html
     # the bad line is shown once, next to the field, not a second time in the summary
-    assert "Train data: not JSON (/d/t.jsonl, line 7)" in errors(form)["train_data_path"]
+    assert "Train data: not JSON (t.jsonl, line 7)" in errors(form)["train_data_path"]
     assert "not JSON" not in html
     form.train_w.value = "/d/other.jsonl"
     assert form.check_out.value == ""  # a stale answer is not left under a changed path

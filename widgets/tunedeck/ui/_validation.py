@@ -15,6 +15,7 @@ Hugging Face id in the local cache): no torch, no transformers, no service.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import re
@@ -441,6 +442,37 @@ def line_ranges(lines: tuple[int, ...] | list[int]) -> str:
     return "lines " + ", ".join(parts)
 
 
+# -- the code preview -----------------------------------------------------------------------------------------
+def preview_code(v: Validation) -> str:
+    """The create() call of the valid parameters, ready to paste; a parameter that is missing or invalid is
+    a comment saying so, at its place: its value never reaches the preview."""
+    lines = [f"    {key}={_literal(value)}," for key, value in v.params.items()]
+    for key, why in v.left_out.items():
+        label = LABELS.get(key, key)
+        comment = (f"    # {key}: missing, fill in {label} above" if why == "missing"
+                   else f"    # {key}: left out, {label} is {why} (see the field marked in red)")
+        order = PARAMETERS.index(key)
+        lines.insert(sum(1 for k in v.params if PARAMETERS.index(k) < order) + sum(
+            1 for k in v.left_out if PARAMETERS.index(k) < order), comment)
+    return "from tunedeck import foundation_model as fm\n\nrun = fm.create(\n" + "\n".join(lines) + "\n)"
+
+
+def _literal(value: Any) -> str:
+    """Python source for a parameter value (JSON string escapes are valid Python)."""
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list):
+        return "[" + ", ".join(_literal(v) for v in value) + "]"
+    if isinstance(value, tuple):
+        return "(" + ", ".join(_literal(v) for v in value) + ("," if len(value) == 1 else "") + ")"
+    if isinstance(value, LoRA):  # only what differs from LoRA()'s defaults
+        default = LoRA()
+        settings = [f"{f.name}={_literal(getattr(value, f.name))}" for f in dataclasses.fields(LoRA)
+                    if getattr(value, f.name) != getattr(default, f.name)]
+        return f"fm.LoRA({', '.join(settings)})"
+    return repr(value)
+
+
 # -- helpers -------------------------------------------------------------------------------------------------
 PARAMETERS = (
     "model", "train_data_path", "register_to", "task_type", "eval_data_path", "eval_prompts",
@@ -458,7 +490,8 @@ def _model_name(info: ModelInfo) -> str:
 
 
 def _short_file(path: str) -> str:
-    return path if len(path) <= 60 else "…" + path[-59:]
+    """The file's name: the field above holds its path (for a folder of .txt files, the name says which)."""
+    return Path(path).name or path
 
 
 def _quote(text: str) -> str:

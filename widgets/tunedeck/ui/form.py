@@ -12,8 +12,6 @@ Task, Model or a path never leaves an old error behind. Start opens the new run'
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import time
 from typing import Any
 
@@ -28,7 +26,6 @@ from tunedeck.types import LoRA, ModelInfo, TrainingRun
 from tunedeck.ui import _snapshot, _static
 from tunedeck.ui._datacheck import render_data_check
 from tunedeck.ui._validation import (
-    LABELS,
     OTHER_MODEL,
     PARAMETERS,
     TASKS,
@@ -37,6 +34,7 @@ from tunedeck.ui._validation import (
     Issue,
     Report,
     Validation,
+    preview_code,
     validate,
 )
 from tunedeck.ui.monitor import RunMonitor
@@ -300,13 +298,7 @@ class TrainingForm(_snapshot.SnapshotDisplay, w.VBox):
 
     def code(self, validation: Validation | None = None) -> str:
         """The equivalent Python, ready to paste; what is missing or invalid is named in a comment, never shown."""
-        v = validation or self.validation()
-        lines = [f"    {key}={_literal(value)}," for key, value in v.params.items()]
-        for key, why in v.left_out.items():
-            label = LABELS.get(key, key)
-            lines.insert(_position(key, v.params), f"    # {key}: {why} — fill in {label} above" if why == "missing"
-                         else f"    # {key}: left out, {label} is {why} — see the field marked in red")
-        return "from tunedeck import foundation_model as fm\n\nrun = fm.create(\n" + "\n".join(lines) + "\n)"
+        return preview_code(validation or self.validation())
 
     # -- actions ----------------------------------------------------------------------------------
     def check_data(self) -> dict[str, dict[str, Any]]:
@@ -541,12 +533,6 @@ def _rank(text: str) -> Any:
         return text
 
 
-def _position(key: str, params: dict[str, Any]) -> int:
-    """Where a left-out parameter's comment goes among the preview's lines: at its place in create()'s order."""
-    order = PARAMETERS.index(key) if key in PARAMETERS else len(PARAMETERS)
-    return sum(1 for k in params if PARAMETERS.index(k) < order)
-
-
 def _number_text(value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
@@ -560,22 +546,6 @@ def _count(n: int) -> str:
             value = n / size
             return f"{value:.1f}{unit}" if value < 10 else f"{value:,.0f}{unit}"
     return str(n)
-
-
-def _literal(value: Any) -> str:
-    """Python source for a parameter value (JSON string escapes are valid Python)."""
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, list):
-        return "[" + ", ".join(_literal(v) for v in value) + "]"
-    if isinstance(value, tuple):
-        return "(" + ", ".join(_literal(v) for v in value) + ("," if len(value) == 1 else "") + ")"
-    if isinstance(value, LoRA):  # only what differs from LoRA()'s defaults
-        default = LoRA()
-        settings = [f"{f.name}={_literal(getattr(value, f.name))}" for f in dataclasses.fields(LoRA)
-                    if getattr(value, f.name) != getattr(default, f.name)]
-        return f"fm.LoRA({', '.join(settings)})"
-    return repr(value)
 
 
 def _split_duration(text: Any) -> tuple[str, str]:
