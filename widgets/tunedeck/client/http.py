@@ -12,10 +12,11 @@ new url and token (found in service.json, or started), and is sent again when th
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -36,6 +37,7 @@ from tunedeck.types import Checkpoint, ModelInfo, TrainingEvent, TrainingRun
 DEFAULT_TIMEOUT = 30.0
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})  # sending these twice changes nothing
 BODY_EXCERPT = 200  # characters of a non-JSON answer quoted in the error
+GENERATE_TIMEOUT = 300.0  # Try it: the longest wait for the next streamed line (a first prompt loads the model)
 
 Reconnect = Callable[[], "tuple[str, str]"]
 
@@ -204,6 +206,63 @@ class ServiceClient:
 
     def health(self) -> dict[str, Any]:
         return self._request("GET", "/api/health", timeout=5)
+
+    def generate(self, name: str, prompt: str, checkpoint: str | None = None, *, max_new_tokens: int = 128,
+                 temperature: float = 0.0, timeout: float = GENERATE_TIMEOUT) -> Iterator[dict[str, Any]]:
+        """Try it: the answer of a completed run's model to ``prompt``, as the service streams it — events
+        ``{"event": "start"|"loading"|"loaded"|"text"|"done"|"error", ...}``, ending with "done" (``text``:
+        the whole answer) or "error" (``message``). ``checkpoint``: None or "registered" for the registered
+        version, else a checkpoint's name. Bad input raises InvalidInputError (naming the field) before
+        anything is generated; closing the iterator early stops the generation.
+
+        ``timeout`` is the longest wait for the next line (the first prompt to a model waits for the
+        service's helper to start and load it)."""
+        path = f"/api/runs/{name}/generate"
+        body = {"prompt": prompt, "checkpoint": checkpoint, "max_new_tokens": max_new_tokens, "temperature": temperature}
+        url = self.url
+        try:
+            resp = self._send("POST", url, path, timeout, json=body, stream=True)
+        except _Unreachable as gone:
+            if self._reconnect is None or not gone.before_sending:
+                raise ServiceUnavailableError(f"the tunedeck service at {url} is not answering ({gone.reason})") from None
+            self._rediscover(url)
+            try:
+                resp = self._send("POST", self.url, path, timeout, json=body, stream=True)
+            except _Unreachable as again:
+                raise ServiceUnavailableError(f"the tunedeck service at {self.url} is not answering ({again.reason})") from None
+        if resp.status_code != 200:
+            try:
+                self._answer("POST", path, resp)  # raises the error the status and body say
+            finally:
+                resp.close()
+            raise ServiceError(f"POST {path}: unexpected answer (HTTP {resp.status_code})", resp.status_code)
+        return self._stream_events(resp, path)
+
+    def _stream_events(self, resp: requests.Response, path: str) -> Iterator[dict[str, Any]]:
+        try:
+            ended = False
+            for raw in resp.iter_lines():
+                if not raw:
+                    continue
+                try:
+                    event = json.loads(raw)
+                except ValueError:
+                    raise ServiceError(f"POST {path}: the stream from {self.url} has a line that is not JSON: "
+                                       f"{raw[:BODY_EXCERPT]!r}") from None
+                if isinstance(event, dict):
+                    ended = event.get("event") in ("done", "error")
+                    yield event
+                    if ended:
+                        return
+            if not ended:
+                raise ServiceError(f"POST {path}: the service's stream ended before the answer did")
+        except requests.exceptions.Timeout:
+            raise ServiceTimeoutError(f"the tunedeck service at {self.url} sent nothing for too long during POST {path}",
+                                      self.url, path) from None
+        except requests.RequestException as exc:
+            raise ServiceError(f"POST {path}: the stream from {self.url} broke: {type(exc).__name__}: {exc}") from None
+        finally:
+            resp.close()
 
 
 def _detail(body: Any) -> str:

@@ -11,18 +11,29 @@ import json
 import logging
 import re
 import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from tunedeck.errors import InvalidInputError, Problem, RunNotFoundError
 from tunedeck.inputs.validate import RunRequest
 from tunedeck.service.core import RunService
-from tunedeck.service.schemas import DataCheckRequest, EventsPublic, MetricsPublic, ProblemsPublic, RunCreate, RunsPublic
+from tunedeck.service.generate import Generator, GeneratorBusyError, helper_request
+from tunedeck.service.schemas import (
+    DataCheckRequest,
+    EventsPublic,
+    GenerateRequest,
+    MetricsPublic,
+    ProblemsPublic,
+    RunCreate,
+    RunsPublic,
+)
 from tunedeck.types import RunStatus
 
 log = logging.getLogger(__name__)
@@ -43,12 +54,20 @@ def create_app(service: RunService, token: str, home: Path) -> FastAPI:
         return service
 
     Service = Annotated[RunService, Depends(get_service)]
+    generator = Generator()  # Try it's helper process, started on the first prompt
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        generator.close()
 
     app = FastAPI(
         title="tunedeck",
         summary="A local fine-tuning service implementing the Model Training API",
         version="0.1.0",
+        lifespan=lifespan,
     )
+    app.state.generator = generator
     app.add_middleware(_BodyLimits)  # innermost: after the token check, before any route reads the body
 
     @app.middleware("http")
@@ -142,6 +161,23 @@ def create_app(service: RunService, token: str, home: Path) -> FastAPI:
     def list_checkpoints(name: RunName, svc: Service) -> dict[str, Any]:
         """Checkpoints of a run, usable as custom_weights_path."""
         return {"checkpoints": [c.to_dict() for c in svc.checkpoints(name)]}
+
+    @runs.post("/{name}/generate", response_class=StreamingResponse, responses={
+        200: {"content": {"application/x-ndjson": {}}, "description": "JSON lines: start, loading, text..., done or error"},
+        409: {"description": "another answer is being generated"},
+    })
+    def generate(name: RunName, body: GenerateRequest, svc: Service) -> StreamingResponse:
+        """Try it: a completed run's registered version or checkpoint answers a prompt, streamed as JSON
+        lines ({"event": "start"}, {"event": "text", "text"}..., then {"event": "done", "text", "tokens",
+        "seconds"} or {"event": "error", "message"}), generated in a helper process."""
+        run = svc.get(name)
+        checkpoints = svc.checkpoints(name) if run.status is RunStatus.COMPLETED else []
+        request = helper_request(run, checkpoints, body.prompt, body.checkpoint, body.max_new_tokens, body.temperature)
+        try:
+            answer = generator.start(request, name)
+        except GeneratorBusyError as exc:
+            raise HTTPException(409, str(exc)) from None
+        return StreamingResponse(answer.lines(), media_type="application/x-ndjson", headers={"Cache-Control": "no-store"})
 
     checks = APIRouter(prefix="/api", tags=["checks"])
 

@@ -55,3 +55,14 @@ class MetricsPublic(BaseModel):
 
 class ProblemsPublic(BaseModel):
     problems: list[dict[str, Any]]
+
+
+class GenerateRequest(BaseModel):
+    """A prompt for Try it: the run's registered version (checkpoint None or "registered") or one of its checkpoints."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(description="what the model answers; not empty, at most 8,000 characters")
+    checkpoint: str | None = Field(None, max_length=256, description='"registered" (the default) or a checkpoint name')
+    max_new_tokens: int = Field(128, ge=1, le=2048, description="the answer's length limit, in tokens")
+    temperature: float = Field(0.0, ge=0.0, le=5.0, description="0: greedy (the most likely answer); above: sampled")

@@ -1,4 +1,6 @@
-"""The live run monitor: status, progress, ETA, loss chart, events, eval generations, Cancel.
+"""The live run monitor: status, progress, ETA, loss chart, events, eval generations, Cancel; once the run
+has completed, a results card (registered version and its load line, MLflow ids, checkpoints, eval
+generations side by side) with a "Try it" box that asks the trained model.
 
 Kernel and browser speak in deltas:
 
@@ -10,7 +12,12 @@ Kernel and browser speak in deltas:
   "first_seq", "last_seq", "first_metric_id", "last_metric_id"}``) and gets the rest once, addressed
   to it (``{"kind": "missing", "view", ...}``); views merge everything by sequence number / metric id,
   so order does not matter;
-* the view asks to cancel with ``{"kind": "cancel"}`` (after its own confirmation).
+* the view asks to cancel with ``{"kind": "cancel"}`` (after its own confirmation);
+* ``results`` (the results card, ``_results.results_card``) is set once, when the run is seen COMPLETED;
+* Try it: the view sends ``{"kind": "try", "prompt", "checkpoint", "max_new_tokens"}`` (or ``{"kind":
+  "try-stop"}``); a kernel thread asks the service (``ServiceClient.generate``: the model runs in the
+  service's helper process, never in this kernel) and streams the answer into the synced ``tryit``
+  traitlet (``{"id", "state": running|done|stopped|error, "prompt", "checkpoint", "text", "note"}``).
 
 A daemon thread polls the service about once a second and stops when the run ends or the widget
 closes (see ``_poller``).
@@ -18,24 +25,27 @@ closes (see ``_poller``).
 
 from __future__ import annotations
 
-import json
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 import anywidget
 import traitlets
 
-from tunedeck.errors import RunNotFoundError, TunedeckError
+from tunedeck.errors import InvalidInputError, RunNotFoundError, TunedeckError
 from tunedeck.types import TrainingRun
 from tunedeck.ui import _snapshot, _static
 from tunedeck.ui._poller import Poller
+from tunedeck.ui._results import load_line, results_card
 from tunedeck.ui._tracker import RunTracker
 
 POLL_SECONDS = 1.0
 HISTORY_EVENTS = 1000  # the history traitlet's share; a view gets older ones by "sync"
 HISTORY_POINTS = 5000
 SNAPSHOT_EVENTS = 15
+TRY_MAX_NEW_TOKENS = 128
+TRY_UPDATE_SECONDS = 0.05  # the Try it answer is re-sent to the view at most this often while it streams
 
 
 class RunMonitor(_snapshot.SnapshotDisplay, anywidget.AnyWidget):
@@ -49,6 +59,8 @@ class RunMonitor(_snapshot.SnapshotDisplay, anywidget.AnyWidget):
     history = traitlets.Dict().tag(sync=True)
     error = traitlets.Unicode("").tag(sync=True)
     closable = traitlets.Bool(False).tag(sync=True)
+    results = traitlets.Dict().tag(sync=True)
+    tryit = traitlets.Dict().tag(sync=True)
 
     def __init__(
         self,
@@ -67,12 +79,16 @@ class RunMonitor(_snapshot.SnapshotDisplay, anywidget.AnyWidget):
         self._gone = False
         self._ending = False  # set (under the tracker's lock) by the one call of _end()
         self._ended = threading.Event()  # set once the end has been fully handled
+        self._try_thread: threading.Thread | None = None
+        self._try_stop = threading.Event()
+        self._try_count = 0
         self.tracker = RunTracker(name, self._get_client)
         self.on_msg(self._on_view_message)
         self._first_poll()
         self._poller: Poller | None = None
         if self.tracker.terminal:
             self._ending = True
+            self._set_results()
             self._ended.set()
         elif not self._gone:
             self._poller = Poller(self, poll_seconds, name=f"tunedeck-monitor-{name}").start()
@@ -108,6 +124,37 @@ class RunMonitor(_snapshot.SnapshotDisplay, anywidget.AnyWidget):
             if not self.polling:
                 self._poll_quietly()
         return self.run
+
+    def try_it(
+        self, prompt: str, checkpoint: str | None = None, *, max_new_tokens: int = TRY_MAX_NEW_TOKENS,
+        temperature: float = 0.0, wait: bool = True, timeout: float | None = None,
+    ) -> str | None:
+        """Ask the completed run's model (``checkpoint``: None or "registered" for the registered version,
+        else a checkpoint's name); the answer streams into the widget's Try it box. With ``wait``, returns
+        the answer (or raises the error the box shows). The model runs in the service, not in this kernel."""
+        if self._try_thread is not None and self._try_thread.is_alive():
+            raise TunedeckError("Try it is still answering the last prompt: wait for it, or stop it")
+        self._try_stop.clear()
+        self._try_count += 1
+        job = self._try_count
+        state = {"id": job, "state": "running", "prompt": prompt, "checkpoint": checkpoint or "registered", "text": "",
+                 "note": "asking the service…"}
+        self.tryit = state
+        thread = threading.Thread(target=self._try, args=(job, state, max_new_tokens, temperature),
+                                  name=f"tunedeck-try-it-{self.run_name}", daemon=True)
+        self._try_thread = thread
+        thread.start()
+        if not wait:
+            return None
+        thread.join(timeout)
+        final = self.tryit
+        if final.get("state") == "error":
+            raise TunedeckError(final.get("note") or "Try it failed")
+        return str(final.get("text", ""))
+
+    def stop_try_it(self) -> None:
+        """Stop the answer being generated (the service stops at its next token)."""
+        self._try_stop.set()
 
     def on_terminal(self, callback: Callable[[RunMonitor], None]) -> None:
         """Call ``callback(monitor)`` once when the run reaches COMPLETED, STOPPED or FAILED."""
@@ -182,6 +229,7 @@ class RunMonitor(_snapshot.SnapshotDisplay, anywidget.AnyWidget):
             self._ending = True
             callbacks, self._terminal_callbacks = self._terminal_callbacks, []
         self._set_history()
+        self._set_results()
         self._refresh_snapshot()
         for callback in callbacks:
             try:
@@ -198,6 +246,68 @@ class RunMonitor(_snapshot.SnapshotDisplay, anywidget.AnyWidget):
                 "event_count": len(self.tracker.events),
             }
 
+    def _set_results(self) -> None:
+        """The results card, once the run is seen COMPLETED (its checkpoints read from the service then)."""
+        summary = self.tracker.summary()
+        if summary.get("status") != "COMPLETED":
+            return
+        try:
+            checkpoints = self._get_client().checkpoints(self.run_name)
+        except (AttributeError, TunedeckError):  # a client without checkpoints, or the run just deleted
+            checkpoints = []
+        self.results = results_card(summary, checkpoints, self.tracker.generations())
+
+    # -- Try it -----------------------------------------------------------------------------------
+    def _try(self, job: int, state: dict[str, Any], max_new_tokens: int, temperature: float) -> None:
+        """The kernel thread of one Try it prompt: the service's events into the ``tryit`` traitlet."""
+        state = dict(state)
+        shown = 0.0
+
+        def show(**changes: Any) -> None:
+            nonlocal shown
+            state.update(changes)
+            if self._try_count == job and self.comm is not None:
+                self.tryit = dict(state)
+            shown = time.monotonic()
+
+        events = None
+        try:
+            checkpoint = None if state["checkpoint"] == "registered" else state["checkpoint"]
+            events = self._get_client().generate(self.run_name, state["prompt"], checkpoint, max_new_tokens=max_new_tokens,
+                                                 temperature=temperature)
+            for event in events:
+                kind = event.get("event")
+                if kind == "start":
+                    show(note=f"asking {event.get('source') or state['checkpoint']}…", source=event.get("source"))
+                elif kind == "loading":
+                    show(note="loading the model…")
+                elif kind == "loaded":
+                    show(note="generating…")
+                elif kind == "text":
+                    state["text"] += str(event.get("text", ""))
+                    if time.monotonic() - shown >= TRY_UPDATE_SECONDS:
+                        show(note="generating…")
+                elif kind == "done":
+                    tokens, seconds = event.get("tokens"), event.get("seconds")
+                    note = f"{tokens} token{'' if tokens == 1 else 's'} in {float(seconds or 0):.2f} s"
+                    show(state="stopped" if event.get("stopped") else "done", text=str(event.get("text", state["text"])),
+                         note=note + (" (stopped)" if event.get("stopped") else ""))
+                    return
+                elif kind == "error":
+                    show(state="error", note=str(event.get("message") or "the service could not answer"))
+                    return
+                if self._try_stop.is_set():
+                    show(state="stopped", note="stopped")
+                    return
+            show(state="error", note="the service's answer ended early")
+        except InvalidInputError as exc:
+            show(state="error", note="; ".join(f"{p.field}: {p.message}" for p in exc.problems) or str(exc))
+        except Exception as exc:  # noqa: BLE001 - shown in the Try it box
+            show(state="error", note=_snapshot.describe(exc))
+        finally:
+            if events is not None and hasattr(events, "close"):
+                events.close()  # a stream left early: the service stops generating
+
     # -- messages from views ----------------------------------------------------------------------
     def _on_view_message(self, _widget: Any, content: dict[str, Any], _buffers: Any) -> None:
         kind = content.get("kind")
@@ -210,6 +320,14 @@ class RunMonitor(_snapshot.SnapshotDisplay, anywidget.AnyWidget):
             self.send({"kind": "missing", "view": content.get("view"), "events": events, "metrics": metrics})
         elif kind == "cancel":
             self.cancel()
+        elif kind == "try":
+            try:
+                self.try_it(str(content.get("prompt") or ""), content.get("checkpoint") or None,
+                            max_new_tokens=int(content.get("max_new_tokens") or TRY_MAX_NEW_TOKENS), wait=False)
+            except (TunedeckError, ValueError) as exc:
+                self.tryit = {**self.tryit, "note": str(exc)}
+        elif kind == "try-stop":
+            self.stop_try_it()
         elif kind == "close" and self._on_close_request is not None:
             self._on_close_request(self)
 
@@ -229,6 +347,15 @@ class RunMonitor(_snapshot.SnapshotDisplay, anywidget.AnyWidget):
         if s.get("registered_model_version"):
             code = load_line(s.get("registered_model_name") or "", s["registered_model_version"])
             lines.append("  " + code.replace("\n", "; "))
+        card = self.results
+        if card.get("checkpoints"):
+            names = [c["name"] + (" (latest)" if c["is_latest"] else "") for c in card["checkpoints"]]
+            lines.append("  checkpoints: " + ", ".join(names))
+        if card.get("mlflow", {}).get("run_id"):
+            lines.append(f"  MLflow run {card['mlflow']['run_id']}")
+        answer = self.tryit
+        if answer.get("prompt") and answer.get("state") in ("done", "stopped"):
+            lines.append(f"  Try it ({answer.get('checkpoint')}): {answer['prompt']!r} -> {answer.get('text', '')!r}")
         for event in self.tracker.events[-SNAPSHOT_EVENTS:]:
             lines.append(f"  {_snapshot.short_time(event['time'])}  {event['type']:<18} {event['message']}")
         if self.error:
@@ -269,14 +396,43 @@ class RunMonitor(_snapshot.SnapshotDisplay, anywidget.AnyWidget):
                 ["time", "type", "message"], [(_snapshot.short_time(e["time"]), e["type"], e["message"]) for e in events]
             )
         )
+        card = self.results
+        if card:
+            lines.append(self._results_html(card))
         gens = self.tracker.generations()
-        if gens:
+        if gens and not card:
             last = gens[-1]
             lines.append(f"<div>Eval generations at {esc(last['checkpoint'])}:</div>")
             lines.append(
                 _snapshot.table(["prompt", "generation"], [(g.get("prompt"), g.get("generation")) for g in last["generations"]])
             )
         return f"<div class='tunedeck-snapshot' style='font-size:13px'>{''.join(lines)}</div>"
+
+    def _results_html(self, card: dict[str, Any]) -> str:
+        """The results card in the HTML snapshot: MLflow ids, checkpoints, generations side by side, the last answer."""
+        esc = _snapshot.esc
+        parts = ["<div><b>Results</b></div>"]
+        mlflow = card.get("mlflow") or {}
+        ids = [f"run {esc(mlflow['run_id'])}" if mlflow.get("run_id") else "",
+               f"model version {esc(mlflow['model_version'])}" if mlflow.get("model_version") else ""]
+        if any(ids):
+            parts.append(f"<div>MLflow {' · '.join(i for i in ids if i)}</div>")
+        if card.get("checkpoints"):
+            parts.append(_snapshot.table(
+                ["checkpoint", "epoch", "step", "saved"],
+                [(c["name"] + (" (latest)" if c["is_latest"] else ""), c["epoch"], c["batch"],
+                  _snapshot.short_time(c["created_at"])) for c in card["checkpoints"]],
+            ))
+        table = card.get("generations") or {}
+        if table.get("rows"):
+            parts.append("<div>Eval generations by checkpoint:</div>")
+            rows = [(r["prompt"], *(o if o is not None else "" for o in r["outputs"])) for r in table["rows"]]
+            parts.append(_snapshot.table(["prompt", *table["checkpoints"]], rows))
+        answer = self.tryit
+        if answer.get("prompt") and answer.get("state") in ("done", "stopped"):
+            parts.append(f"<div>Try it ({esc(answer.get('checkpoint'))}): {esc(answer['prompt'])} → "
+                         f"<b>{esc(answer.get('text', ''))}</b></div>")
+        return "".join(parts)
 
 
 def format_number(value: Any, digits: int = 4) -> str:
@@ -298,12 +454,6 @@ def queue_text(s: dict[str, Any]) -> str:
     if ahead <= 0:
         return "next in the queue"
     return f"{ahead} run{'' if ahead == 1 else 's'} ahead in the queue"
-
-
-def load_line(name: str, version: Any) -> str:
-    """The Python that loads a registered model version (tunedeck.registry.load_model)."""
-    v = str(version) if str(version).isdigit() else json.dumps(str(version))
-    return f"import tunedeck.registry\nmodel, tokenizer = tunedeck.registry.load_model({json.dumps(str(name))}, {v})"
 
 
 def monitor(run: TrainingRun | str, **options: Any) -> RunMonitor:
