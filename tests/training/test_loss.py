@@ -122,6 +122,24 @@ def test_chunked_loss_under_bf16_autocast_matches_the_model_head(small_chunks):
         assert cosine > 0.99, f"gradient of {name} differs under autocast (cosine {float(cosine):.4f})"
 
 
+def test_chunked_loss_with_a_head_held_in_bf16_under_lora(small_chunks):
+    """LoRA on a base held in bf16 and computed in float32 (frozen_base, what a 7B model gets on an
+    AVX2 CPU): the untied head is a bf16 weight facing float32 hidden states. The chunked loss upcasts
+    it as the head's own forward does; the adapters' gradients equal the model's own loss."""
+    from peft import LoraConfig, get_peft_model
+
+    from tunedeck.training.frozen_base import store_in_bf16
+
+    base = tiny_llama()
+    base.requires_grad_(False)
+    store_in_bf16(base)
+    assert base.lm_head.weight.dtype == torch.bfloat16 and base.model.embed_tokens.weight.dtype == torch.float32
+    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, init_lora_weights=False,
+                                            target_modules=["q_proj", "v_proj"]))
+    check_same_loss_and_gradients(model, packed_batch(base.config.vocab_size))
+    assert base.lm_head.weight.dtype == torch.bfloat16  # the upcast is a temporary, not a new weight
+
+
 def test_without_gradients_the_chunks_are_not_checkpointed(small_chunks):
     model = tiny_llama()
     batch = packed_batch(model.config.vocab_size)

@@ -119,6 +119,12 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, bias, targets, rows):  # autograd's signature
         want_h, want_w, want_b = ctx.needs_input_grad[:3]
+        ctx.dtypes = (hidden.dtype, weight.dtype, None if bias is None else bias.dtype)
+        if weight.dtype != hidden.dtype and not torch.is_autocast_enabled(hidden.device.type):
+            # a head held narrower than it computes (frozen_base: bf16 storage, float32 compute):
+            # upcast it once for all chunks, as its own forward would per call
+            weight = weight.to(hidden.dtype)
+            bias = None if bias is None else bias.to(hidden.dtype)
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         grad_h = torch.empty_like(hidden) if want_h else None
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if want_w else None
@@ -143,7 +149,6 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 grad_b += probs.sum(0)
         ctx.save_for_backward(*(x for x in (grad_h, grad_w, grad_b) if x is not None))
         ctx.which = (grad_h is not None, grad_w is not None, grad_b is not None)
-        ctx.dtypes = (hidden.dtype, weight.dtype, None if bias is None else bias.dtype)
         return total
 
     @staticmethod
