@@ -32,6 +32,13 @@ What the estimate counts (peak resident memory of the process, CPU; GPU memory o
                  one-off set-up: measured here
     The optimizer step's temporaries (two copies of the largest trainable tensor for CPU AdamW) replace
     activations + logits when larger: they never coexist.
+    ddp buckets  with several processes (``num_devices`` > 1, training/distributed.py), each one's DDP
+                 keeps its gradients a second time in its all-reduce buckets (gradient_as_bucket_view off)
+
+Several processes (``processes``): data-parallel replicas, each holding all of the above. On CPU they
+share the machine's memory: the run needs processes x the estimate, plus torchrun's launcher
+(``LAUNCHER_BYTES``, measured here: 224 MiB). On GPUs each process has its own GPU's memory, so each
+estimate is checked against one GPU.
 
 The constants come from measurements on this machine (``benchmarks/memory_estimate.py``: peak RSS of
 real training loops, random Llama/Qwen2 models of 3M-500M parameters, full and LoRA, fp32 and bf16,
@@ -113,6 +120,9 @@ CUDA_ACTIVATION_RSS = 1.25
 # The worker's own footprint before any model: interpreter, torch, transformers, PEFT, MLflow, tunedeck
 # (~470 MiB imported), plus what the first training step sets up once (~140 MiB).
 RUNTIME_BYTES = {"cpu": 600 * MIB, "cuda": 1024 * MIB}
+# torchrun's launcher process (it imports torch) when a run trains as several processes: 224 MiB
+# resident measured here (torch 2.13, CPU), rounded up.
+LAUNCHER_BYTES = 256 * MIB
 # On CUDA the caching allocator's fragmentation comes on top of what tensors hold.
 CUDA_FRAGMENTATION = 1.10
 # A plan fits when its estimate is at most this share of the memory available.
@@ -342,6 +352,7 @@ def estimate(
     loss_tokens: int | None = None,
     chunked_loss: bool | None = None,
     dense_mask: bool = True,
+    processes: int = 1,
 ) -> MemoryEstimate:
     """Peak memory of training ``shape`` with these settings.
 
@@ -353,6 +364,8 @@ def estimate(
     for LoRA 2 under autocast (bf16 base) else 4; under LoRA it applies to the layers' matrices
     (2 with frozen_base.store_in_bf16: bf16 matrices computed in float32). chunked_loss: default, whether loss.py chunks this
     model type. dense_mask: packed rows carry a (B, 1, L, L) mask (sdpa/eager; not flash varlen).
+    processes: the run's processes (DDP replicas); the estimate is still one process's, with DDP's
+    gradient buckets when there are several (``run_total`` adds the processes up).
     """
     h, layers, vocab = shape.hidden_size, shape.layers, shape.vocab_size
     ad, kvd, inter = shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim, shape.intermediate_size
@@ -386,6 +399,8 @@ def estimate(
         parts["gradients"] = int(4 * trainable)
         parts["optimizer"] = int(8 * trainable)
         largest = 4 * max(1, trainable // max(1, layers * 4))
+    if processes > 1:
+        parts["ddp buckets"] = parts["gradients"]
     if autocast and weight_bytes >= 4 and not quantized:
         # bf16 copies of the float32 matrices, kept for backward (one layer at a time when recomputed under LoRA)
         copies = shape.weight_matrices + (0 if shape.tied_embeddings else vocab * h) + vocab * h
@@ -637,6 +652,7 @@ def plan_memory(
     micro_batch_tokens: int | None = None,
     dense_mask: bool = True,
     weight_bytes: float | None = None,
+    processes: int = 1,
 ) -> MemoryPlan:
     """The fastest settings under which the run fits, or MemoryShortfall.
 
@@ -649,12 +665,17 @@ def plan_memory(
     data is tokenized). available: bytes free (default ``available_memory()``; on CUDA the GPU's free
     memory). resident: what the calling process already holds, counted against the estimate's runtime
     part (the worker passes ``resident_memory()``). TUNEDECK_MEMORY_LIMIT caps the budget.
+    processes: the run's processes (``num_devices``). On CPU they share ``available``: the plan fits
+    when ``run_total`` (processes x one process's estimate + the launcher) does, and ``needed`` is that
+    total. On CUDA each has its own GPU: one process's estimate against one GPU's free memory.
     """
     row = int(row_tokens or context_length)
     default = int(micro_batch_tokens or _default_micro_batch(device))
     budget = _budget(available, resident, device)
+    processes = max(1, int(processes))
     settings: dict[str, Any] = dict(
-        adapter=adapter, autocast=autocast, device=device, dense_mask=dense_mask, weight_bytes=weight_bytes
+        adapter=adapter, autocast=autocast, device=device, dense_mask=dense_mask, weight_bytes=weight_bytes,
+        processes=processes,
     )
     seen: set[int] = set()
     for checkpointing in (False, True):
@@ -664,15 +685,23 @@ def plan_memory(
                 continue  # a smaller micro-batch changes nothing when one row is bigger anyway
             seen.add(max(micro, row))
             e = estimate(shape, micro_batch_tokens=micro, row_tokens=row, checkpointing=checkpointing, **settings)
-            if e.total <= SAFETY * budget:
-                return MemoryPlan(e.total, budget, checkpointing, micro, e.parts)
+            if run_total(e, processes, device) <= SAFETY * budget:
+                return MemoryPlan(run_total(e, processes, device), budget, checkpointing, micro, e.parts)
     smallest = micro_batch_candidates(default)[-1]
     worst = estimate(shape, micro_batch_tokens=smallest, row_tokens=row, checkpointing=True, **settings)
     suggestions = _suggestions(shape, context_length, row, smallest, budget, **settings)
     limit = " (TUNEDECK_MEMORY_LIMIT)" if memory_limit() else ""
     where = "of GPU memory free" if device == "cuda" else "available"
+    total = run_total(worst, processes, device)
+    if processes > 1 and device == "cuda":
+        who = f"each of this run's {processes} processes (one GPU each) needs ~{gib(worst.total)}"
+    elif processes > 1:
+        who = (f"this run's {processes} processes need ~{gib(total)} of memory together (~{gib(worst.total)} each, "
+               f"+ {gib(LAUNCHER_BYTES)} for torchrun's launcher: they share this machine's memory)")
+    else:
+        who = f"this run needs ~{gib(worst.total)} of memory"
     message = (
-        f"this run needs ~{gib(worst.total)} of memory even with activation checkpointing and "
+        f"{who} even with activation checkpointing and "
         f"{smallest:,}-token micro-batches ({worst.describe()}), and {gib(budget)} is {where}{limit}. "
     )
     if suggestions:
@@ -682,7 +711,15 @@ def plan_memory(
             f"No setting fits: the weights alone take {gib(worst.parts['weights'])}. "
             "Use a smaller model or a machine with more memory."
         )
-    raise MemoryShortfall(message, worst.total, budget, suggestions)
+    raise MemoryShortfall(message, total, budget, suggestions)
+
+
+def run_total(e: MemoryEstimate, processes: int, device: str) -> int:
+    """What a run of ``processes`` processes takes of the memory ``plan_memory`` checks: on CPU all of
+    them and torchrun's launcher (they share the machine), on CUDA one process (its own GPU)."""
+    if processes <= 1 or device == "cuda":
+        return e.total
+    return processes * e.total + LAUNCHER_BYTES
 
 
 def _budget(available: int | None, resident: int, device: str) -> int:
@@ -693,8 +730,10 @@ def _budget(available: int | None, resident: int, device: str) -> int:
 
 
 def _fits(shape: ModelShape, row: int, micro: int, budget: int, **settings: Any) -> MemoryEstimate | None:
+    """The estimate when it fits, else None; its total is the run's (``run_total``: all its processes)."""
     e = estimate(shape, micro_batch_tokens=micro, row_tokens=row, checkpointing=True, **settings)
-    return e if e.total <= SAFETY * budget else None
+    total = run_total(e, settings.get("processes", 1), settings.get("device", "cpu"))
+    return MemoryEstimate(total, e.parts) if total <= SAFETY * budget else None
 
 
 def _suggestions(shape: ModelShape, context: int, row: int, micro: int, budget: int, **settings: Any) -> list[str]:
@@ -751,6 +790,8 @@ def check_run(
     adapter: dict | None = None,
     precision: str = "auto",
     continues: str | Path | None = None,
+    processes: int = 1,
+    device: str | None = None,
 ) -> str | None:
     """Why a run of the model in ``folder`` cannot fit in this machine's memory, or None (it fits, or
     the model's size cannot be told from its files: the worker checks again before loading weights).
@@ -759,15 +800,17 @@ def check_run(
     the budget is what is free now plus what this service's own running trainings hold (a queued run
     starts only when a slot frees). Under ``precision="auto"`` the worker picks float32 or bf16 later,
     so the run is refused only when neither fits. ``continues``: a custom_weights_path; a LoRA
-    checkpoint there continues its adapter, so the run is LoRA even without ``adapter``.
+    checkpoint there continues its adapter, so the run is LoRA even without ``adapter``. ``processes``:
+    the run's ``num_devices`` (see ``plan_memory``). ``device``: "cpu" when the service trains on CPU
+    whatever GPUs there are (TUNEDECK_DEVICES=cpu), else None: a visible GPU's memory when there is one.
     """
     shape = ModelShape.from_folder(folder)
     if shape is None:
         return None
     if adapter is None and continues is not None:
         adapter = checkpoint_adapter(continues)
-    gpu = gpu_free_memory(include_pids=_worker_pids())
-    device, available = ("cuda", gpu) if gpu is not None else ("cpu", available_memory() + _workers_resident())
+    gpu = None if device == "cpu" else gpu_free_memory(include_pids=_worker_pids())
+    kind, available = ("cuda", gpu) if gpu is not None else ("cpu", available_memory() + _workers_resident())
     autocasts = {"fp32": (False,), "bf16": (True,)}.get(precision, (False, True))
     # (autocast, weight bytes): a LoRA base computed in float32 may still be held in bf16 (frozen_base.py)
     options: list[tuple[bool, int | None]] = [(a, None) for a in autocasts]
@@ -777,7 +820,7 @@ def check_run(
     for autocast, weight_bytes in options:
         try:
             plan_memory(shape, context_length=context_length, adapter=adapter, autocast=autocast,
-                        device=device, available=available, weight_bytes=weight_bytes)
+                        device=kind, available=available, weight_bytes=weight_bytes, processes=processes)
             return None
         except MemoryShortfall as shortfall:
             shortfalls.append(shortfall)

@@ -7,7 +7,7 @@ import getpass
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from tunedeck import config
 from tunedeck.errors import Problem
@@ -56,15 +56,26 @@ class RunRequest:
         return cls(**d)
 
 
+class Devices(NamedTuple):
+    """What the service trains on (service/devices.py's pool, told to these checks: inputs does not
+    import the service): how many devices, their description for messages, and their kind."""
+
+    total: int
+    described: str  # '2 CPU cores (0-1; CPU affinity)'
+    kind: str = "cpu"  # "cpu" or "cuda"
+    forced_cpu: bool = False  # TUNEDECK_DEVICES=cpu: train on CPU whatever GPUs there are
+
+
 STRING_FIELDS = ("model", "train_data_path", "register_to", "task_type", "eval_data_path", "custom_weights_path",
                  "training_duration", "experiment_path", "data_prep_cluster_id", "created_by")
 MAX_FIELD_CHARS = 4096
 
 
-def request_problems(req: RunRequest) -> list[Problem]:
+def request_problems(req: RunRequest, devices: Devices | None = None) -> list[Problem]:
     """The checks every request gets, ``validate_inputs=False`` included: types and lengths of the
-    parameters, names (register_to, experiment_path, created_by), durations and the syntax of each path
-    (absolute, inside the volumes root). Cheap: no file is read."""
+    parameters, names (register_to, experiment_path, created_by), durations, the syntax of each path
+    (absolute, inside the volumes root) and num_devices against ``devices`` (the service's; default:
+    this machine's CPU cores). Cheap: no file is read."""
     problems: list[Problem] = []
     for name in STRING_FIELDS:
         value = getattr(req, name)
@@ -94,7 +105,7 @@ def request_problems(req: RunRequest) -> list[Problem]:
     attempt("adapter", params.parse_adapter, req.adapter)
     attempt("eval_prompts", params.check_eval_prompts, req.eval_prompts)
     attempt("created_by", params.check_user_name, req.created_by)
-    attempt("num_devices", check_num_devices, req.num_devices)
+    attempt("num_devices", check_num_devices, req.num_devices, devices)
     if req.experiment_path is not None:
         attempt("experiment_path", params.check_experiment_path, req.experiment_path)
     elif "created_by" not in bad:
@@ -113,16 +124,21 @@ def request_problems(req: RunRequest) -> list[Problem]:
     return problems
 
 
-def check_num_devices(value: Any) -> int | None:
-    """None, or a whole number of processes from 1 to the CPU count. Whether a GPU machine has that many
-    GPUs is checked by the worker (inputs never imports torch)."""
+def check_num_devices(value: Any, devices: Devices | None = None) -> int | None:
+    """None, or a whole number of processes from 1 to the devices there are: the service's ``devices``
+    (GPUs, or CPU cores: service/devices.py), else this machine's CPU cores."""
     if value is None:
         return None
     if not isinstance(value, int) or isinstance(value, bool):
         raise TypeError(f"must be a whole number, found {type(value).__name__}")
-    cores = os.cpu_count() or 1
-    if not 1 <= value <= cores:
-        raise ValueError(f"must be from 1 to {cores} (the CPU cores here: each device's process needs one), found {value}")
+    if value < 1:
+        raise ValueError(f"must be at least 1 (processes of the run, one device each), found {value}")
+    if devices is None:
+        cores = os.cpu_count() or 1
+        devices = Devices(cores, f"{cores} CPU core{'s' if cores != 1 else ''}")
+    if value > devices.total:
+        raise ValueError(f"asks for {value} devices (one per process) and this service has {devices.described}: "
+                         f"at most {devices.total}")
     return value
 
 
@@ -131,8 +147,12 @@ def _clip(message: str, limit: int = 1000) -> str:
     return message if len(message) <= limit else message[:limit] + f"... ({len(message):,} characters)"
 
 
-def build_spec(req: RunRequest, run_name: str, *, check_data: bool = True) -> tuple[RunSpec | None, list[Problem]]:
-    problems: list[Problem] = request_problems(req)
+def build_spec(
+    req: RunRequest, run_name: str, *, check_data: bool = True, devices: Devices | None = None
+) -> tuple[RunSpec | None, list[Problem]]:
+    """The run's spec, or every problem found. ``devices``: what the service trains on (num_devices is
+    checked against it, and the memory check is made for that many processes on that kind of device)."""
+    problems: list[Problem] = request_problems(req, devices)
     checked = {p.field for p in problems}
 
     def attempt(field_name: str, fn, *args):
@@ -150,6 +170,9 @@ def build_spec(req: RunRequest, run_name: str, *, check_data: bool = True) -> tu
     register_name = attempt("register_to", params.registered_model_name, req.register_to, run_name)
     precision = attempt("TUNEDECK_PRECISION (service environment)", config.precision)
     num_devices = attempt("TUNEDECK_NUM_DEVICES (service environment)", config.num_devices)
+    if req.num_devices is None and num_devices:
+        attempt("TUNEDECK_NUM_DEVICES (service environment)", check_num_devices, num_devices, devices)
+    processes = (req.num_devices if isinstance(req.num_devices, int) else None) or num_devices or 1
     adapter = attempt("adapter", params.parse_adapter, req.adapter)
     prompts = attempt("eval_prompts", params.check_eval_prompts, req.eval_prompts)
     experiment_path = req.experiment_path or f"/Users/{req.created_by or getpass.getuser()}/{run_name}"
@@ -191,7 +214,8 @@ def build_spec(req: RunRequest, run_name: str, *, check_data: bool = True) -> tu
     if req.custom_weights_path and "custom_weights_path" not in checked:
         weights = _custom_weights(req.custom_weights_path, model, problems)
     if check_data and not problems:  # at create/validate; at launch the worker re-plans with the tokenized data
-        problems += _memory_problems(model, adapter, context_length, precision, weights)
+        problems += _memory_problems(model, adapter, context_length, precision, weights, processes,
+                                     "cpu" if devices is not None and devices.forced_cpu else None)
 
     if problems or model is None or train is None or task_type is None:
         return None, problems
@@ -223,7 +247,7 @@ def build_spec(req: RunRequest, run_name: str, *, check_data: bool = True) -> tu
         batch_tokens=config.batch_tokens(),
         precision=precision or "auto",
         adapter=adapter,
-        num_devices=req.num_devices or num_devices or 1,
+        num_devices=processes,
     )
     return spec, []
 
@@ -315,14 +339,22 @@ def _custom_weights(path: str, model, problems: list[Problem]) -> str | None:
 
 
 def _memory_problems(
-    model, adapter: dict | None, context_length: int | None, precision: str | None, weights: str | None
+    model, adapter: dict | None, context_length: int | None, precision: str | None, weights: str | None,
+    processes: int = 1, device: str | None = None,
 ) -> list[Problem]:
-    """A problem when the run's estimated peak memory exceeds what this machine has (inputs/memory.py)."""
-    message = memory.check_run(
-        catalog.config_folder(model), context_length=context_length or params.default_context_length(model.max_context_length),
-        adapter=adapter, precision=precision or "auto", continues=weights,
+    """A problem when the run's estimated peak memory exceeds what this machine has (inputs/memory.py):
+    all ``processes`` of it on CPU, where they share the memory; each on its own GPU. Named under
+    num_devices when one process would fit."""
+    settings: dict[str, Any] = dict(
+        context_length=context_length or params.default_context_length(model.max_context_length), adapter=adapter,
+        precision=precision or "auto", continues=weights, device=device,
     )
-    return [Problem("model", message)] if message else []
+    message = memory.check_run(catalog.config_folder(model), processes=processes, **settings)
+    if not message:
+        return []
+    if processes > 1 and not memory.check_run(catalog.config_folder(model), **settings):
+        return [Problem("num_devices", f"{message.rstrip()} One process (num_devices=1) would fit.")]
+    return [Problem("model", message)]
 
 
 def _model_config(model) -> dict | None:

@@ -23,8 +23,9 @@ from typing import Any, TypeGuard
 from tunedeck import config
 from tunedeck.errors import InvalidInputError, Problem, RunNotFoundError
 from tunedeck.inputs import catalog, params
-from tunedeck.inputs.validate import RunRequest, build_spec, request_problems
+from tunedeck.inputs.validate import Devices, RunRequest, build_spec, request_problems
 from tunedeck.service.datacheck import DataChecker
+from tunedeck.service.devices import Assignment, DevicePool, DeviceScheduler, discover
 from tunedeck.service.store import RunExistsError, Store
 from tunedeck.service.worker_process import WorkerExit, WorkerProcess
 from tunedeck.types import Checkpoint, EventType, ModelInfo, RunStatus, TrainingEvent, TrainingRun, utcnow
@@ -36,9 +37,13 @@ WAITING = (RunStatus.PENDING, RunStatus.QUEUED)
 
 
 class RunService:
-    def __init__(self, store: Store, *, max_concurrent: int = 1, worker_command: list[str] | None = None):
+    def __init__(self, store: Store, *, max_concurrent: int = 1, worker_command: list[str] | None = None,
+                 devices: DevicePool | None = None):
+        """``devices``: what runs train on (default: found on this machine, service/devices.py; a bad
+        TUNEDECK_DEVICES raises ValueError here, so the service does not start on a wrong guess)."""
         self.store = store
         self.max_concurrent = max_concurrent
+        self.devices = DeviceScheduler(devices or discover(), max_concurrent)
         self._worker_command = worker_command
         self._workers: dict[str, WorkerProcess] = {}
         self._lock = threading.RLock()
@@ -81,8 +86,10 @@ class RunService:
     def health(self) -> dict[str, Any]:
         with self._lock:
             workers = len(self._workers)
+            devices = self.devices.status()
         return {"scheduler": "alive" if self.scheduler_alive() else "stopped",
-                "scheduler_restarts": self.scheduler_restarts, "training": workers, "max_concurrent": self.max_concurrent}
+                "scheduler_restarts": self.scheduler_restarts, "training": workers, "max_concurrent": self.max_concurrent,
+                "devices": devices}
 
     def shutdown(self) -> None:
         """Stop scheduling and end running workers: the runs are marked STOPPED."""
@@ -108,8 +115,11 @@ class RunService:
                 continue
             worker = self._worker(run.name, Path(run.run_dir or config.runs_root() / run.name), state.journal_offset)
             worker.failure, worker.orphaned = state.failure, state.orphaned
+            held = Assignment.from_json(state.devices)
             with self._lock:
                 self._workers[run.name] = worker
+                if held is not None:  # its pinning and CUDA_VISIBLE_DEVICES are its own: no other run gets them
+                    self.devices.adopt(run.name, held)
             if worker.attach(state.pid, state.pid_start):
                 self.store.add_event(run.name, EventType.STARTED.value,
                                      f"Service restarted: re-attached to the worker (pid {state.pid})", {"pid": state.pid})
@@ -118,18 +128,22 @@ class RunService:
 
     # -- the API ----------------------------------------------------------------------------------
     def validate(self, req: RunRequest) -> list[Problem]:
-        _, problems = build_spec(req, "validation-check", check_data=True)
+        _, problems = build_spec(req, "validation-check", check_data=True, devices=self._devices())
         return problems
+
+    def _devices(self) -> Devices:
+        pool = self.devices.pool
+        return Devices(len(pool.ids), pool.describe(), pool.kind, pool.hide_gpus)
 
     def create(self, req: RunRequest) -> TrainingRun:
         req.created_by = req.created_by or getpass.getuser()
         name = self._new_name(req.model)
         if req.validate_inputs:
-            _, problems = build_spec(req, name, check_data=True)
+            _, problems = build_spec(req, name, check_data=True, devices=self._devices())
             if problems:
                 raise InvalidInputError(problems)  # nothing stored
-        else:  # still the cheap checks: types, lengths, names, path syntax (nothing is read)
-            problems = request_problems(req)
+        else:  # still the cheap checks: types, lengths, names, path syntax, num_devices (nothing is read)
+            problems = request_problems(req, self._devices())
             named = {p.field for p in problems}
             problems += [Problem(f, "is required") for f in ("model", "train_data_path", "register_to")
                          if not getattr(req, f) and f not in named]
@@ -164,14 +178,42 @@ class RunService:
         except RunExistsError:  # a 6-character collision: try once more with a fresh name
             return self.create(req)
         with self._lock:
-            busy = len(self._workers) >= self.max_concurrent
-            if busy:
-                run, _ = self.store.update_run(
-                    name, status=RunStatus.QUEUED, details="Queued: waiting for a free training slot",
-                    event=(EventType.QUEUED.value, "Queued: waiting for a free training slot", {}),
-                )
+            why = self._why_waiting(run)
+            if why:
+                run, _ = self.store.update_run(name, status=RunStatus.QUEUED, details=why,
+                                               event=(EventType.QUEUED.value, why, {}))
             self._wake.notify_all()
         return run
+
+    def _why_waiting(self, run: TrainingRun) -> str | None:
+        """Why a new run cannot start at once (None: it can): the free slots and devices go to the
+        waiting runs oldest first, and one that cannot have its devices holds up those after it."""
+        slots, free = self.max_concurrent - len(self._workers), len(self.devices.free())
+        waiting = self.store.list_runs(statuses=[s.value for s in WAITING])
+        ahead = 0
+        for other in sorted(waiting, key=lambda r: (r.created_at.timestamp() if r.created_at else 0.0, r.name)):
+            processes = self._processes(other) or 1
+            need = self.devices.need(processes)
+            if other.name == run.name:
+                if slots <= 0:
+                    return "Queued: waiting for a free training slot"
+                if need > free:
+                    return f"Queued: {self.devices.waiting_reason(processes)}"
+                return f"Queued: behind {ahead} earlier run{'s' if ahead > 1 else ''} waiting for devices" if ahead else None
+            if slots > 0 and need <= free and not ahead:
+                slots, free = slots - 1, free - need
+            else:
+                ahead += 1
+        return None
+
+    def _processes(self, run: TrainingRun) -> int | None:
+        """The processes (devices) a waiting run asks for; None when its request cannot be read (its launch fails it)."""
+        try:
+            req = json.loads((Path(run.run_dir or config.runs_root() / run.name) / "request.json").read_text())
+            value = req.get("num_devices") or config.num_devices()
+        except (OSError, ValueError, AttributeError):
+            return None
+        return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else None
 
     def get(self, name: str) -> TrainingRun:
         run = self.store.get_run(name)
@@ -267,18 +309,31 @@ class RunService:
         except Exception as exc:
             log.exception("could not launch %s", run.name)
             self._workers.pop(run.name, None)
+            self.devices.release(run.name)
             reason = f"could not start the run: {type(exc).__name__}: {exc}"
             self._finish(run.name, RunStatus.FAILED, EventType.FAILED, f"Failed: {reason}", {"reason": reason})
 
     def _next_waiting(self) -> TrainingRun | None:
+        """The oldest waiting run when a slot and its devices are free; while its devices are not, it
+        says so (its details and a QUEUED event, once per reason) and every later run waits too."""
         if len(self._workers) >= self.max_concurrent:
             return None
         waiting = self.store.list_runs(statuses=[s.value for s in WAITING])
-        return min(waiting, key=lambda r: r.created_at.timestamp() if r.created_at else 0.0) if waiting else None
+        if not waiting:
+            return None
+        run = min(waiting, key=lambda r: r.created_at.timestamp() if r.created_at else 0.0)
+        processes = self._processes(run)
+        if processes is None or processes > len(self.devices.pool.ids) or self.devices.fits_now(processes):
+            return run  # (asking more devices than there are: its launch fails it, saying so)
+        why = f"Queued: {self.devices.waiting_reason(processes)}"
+        if run.details != why:
+            self.store.update_run(run.name, status=RunStatus.QUEUED, details=why,
+                                  event=(EventType.QUEUED.value, why, {"devices": self.devices.need(processes)}))
+        return None
 
     def _launch(self, run: TrainingRun) -> None:
         req = RunRequest.from_dict(json.loads((Path(run.run_dir or config.runs_root() / run.name) / "request.json").read_text()))
-        spec, problems = build_spec(req, run.name, check_data=False)
+        spec, problems = build_spec(req, run.name, check_data=False, devices=self._devices())
         if problems or spec is None:
             reason = "; ".join(str(p) for p in problems)
             self._finish(
@@ -293,22 +348,30 @@ class RunService:
         if state.attempts:  # an autoresume: the worker finds the latest checkpoint and goes on from it
             spec.resume_from = "latest"
             spec.resume_mlflow_run_id = run.mlflow_run_id
+        devices = self.devices.take(run.name, spec.num_devices)
+        if devices is None:  # not expected: _next_waiting saw them free under the same lock
+            self._wake.wait(timeout=1)
+            return
         run_dir = Path(spec.run_dir)
         spec.save(run_dir / "spec.json")
-        worker = self._worker(run.name, run_dir, state.journal_offset, processes=spec.num_devices)
+        worker = self._worker(run.name, run_dir, state.journal_offset, processes=spec.num_devices, devices=devices)
         try:
             worker.start()
         except OSError as exc:
+            self.devices.release(run.name)
             self._finish(run.name, RunStatus.FAILED, EventType.FAILED, f"Failed: could not start the worker: {exc}")
             return
         self._workers[run.name] = worker
-        self.store.set_worker(run.name, pid=worker.pid, pid_start=worker.pid_start, failure=None, orphaned=0)
+        self.store.set_worker(run.name, pid=worker.pid, pid_start=worker.pid_start, failure=None, orphaned=0,
+                              devices=devices.to_json())
         self.store.update_run(
             run.name, status=RunStatus.STARTING, started_at=run.started_at or utcnow(), details="Starting",
-            event=(EventType.STARTED.value, f"Worker started (pid {worker.pid})", {"pid": worker.pid}),
+            event=(EventType.STARTED.value, f"Worker started (pid {worker.pid}) on {devices.describe()}",
+                   {"pid": worker.pid, "devices": list(devices.ids), "device_kind": devices.kind}),
         )
 
-    def _worker(self, name: str, run_dir: Path, journal_offset: int, processes: int = 1) -> WorkerProcess:
+    def _worker(self, name: str, run_dir: Path, journal_offset: int, processes: int = 1,
+                devices: Assignment | None = None) -> WorkerProcess:
         return WorkerProcess(
             run_dir,
             on_report=lambda msg, offset: self._on_report(name, msg, offset),
@@ -316,6 +379,7 @@ class RunService:
             command=None if self._worker_command is None else [*self._worker_command, str(run_dir)],
             journal_offset=journal_offset,
             processes=processes,
+            devices=devices,
         )
 
     def _on_report(self, name: str, msg: dict[str, Any], journal_offset: int | None = None) -> None:
@@ -353,6 +417,7 @@ class RunService:
     def _on_exit(self, name: str, ex: WorkerExit) -> None:
         with self._lock:
             self._workers.pop(name, None)
+            self.devices.release(name)
             self._wake.notify_all()
             cancelled = ex.cancelled or name in self._cancelled
             self._cancelled.discard(name)

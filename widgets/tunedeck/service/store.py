@@ -64,9 +64,12 @@ MIGRATIONS = [
         attempts INTEGER NOT NULL DEFAULT 0
     );
     """,
+    # 3: the devices each run's worker holds (service/devices.py's Assignment as JSON), so a restarted
+    # service that re-attaches to the worker gives them to no other run.
+    "ALTER TABLE workers ADD COLUMN devices TEXT",
 ]
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
-_WORKER_COLUMNS = ("pid", "pid_start", "journal_offset", "failure", "orphaned", "attempts")
+_WORKER_COLUMNS = ("pid", "pid_start", "journal_offset", "failure", "orphaned", "attempts", "devices")
 
 
 class SchemaTooNewError(Exception):
@@ -83,6 +86,7 @@ class WorkerState:
     failure: str | None = None  # the worker's own reason for failing, from its journal
     orphaned: bool = False  # the worker stopped itself because no service owned it
     attempts: int = 0  # autoresumes so far
+    devices: str | None = None  # the devices the worker holds (JSON, service/devices.py's Assignment)
 
 
 class RunExistsError(Exception):

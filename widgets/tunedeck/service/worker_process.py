@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tunedeck.processes import is_alive, process_start, write_owner
+from tunedeck.service.devices import PIN_CODE, Assignment
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +53,21 @@ class WorkerProcess:
         command: list[str] | None = None,
         journal_offset: int = 0,
         processes: int = 1,
+        devices: Assignment | None = None,
     ):
         """``on_report(report, offset_after)`` is called for each journal line, in order, from one thread.
-        ``processes`` > 1: the worker runs as that many ranks under torchrun (see torchrun_command)."""
+        ``processes`` > 1: the worker runs as that many ranks under torchrun (see torchrun_command).
+        ``devices``: what the run holds (service/devices.py): its GPUs (CUDA_VISIBLE_DEVICES), or its
+        CPU cores, each process pinned to its share before it execs the worker."""
         self.run_dir = Path(run_dir)
         self._on_report = on_report
         self._on_exit = on_exit
+        self.devices = devices
         self._command = command or [sys.executable, "-m", "tunedeck.training.worker", str(run_dir)]
         if processes > 1:
-            self._command = torchrun_command(self._command, processes)
+            self._command = torchrun_command(self._command, processes, devices.pin_sets() if devices else None)
+        if devices is not None and devices.launcher_cores():
+            self._command = [sys.executable, "-c", PIN_CODE, str(devices.launcher_cores()), *self._command]
         self._cancelled = threading.Event()
         self._offset = journal_offset
         self.proc: subprocess.Popen | None = None
@@ -79,7 +86,8 @@ class WorkerProcess:
         _drop_partial_line(self.journal, self._offset)  # a killed worker's half line must not glue onto the next
         write_owner(self.run_dir)
         log_file = open(self.run_dir / "worker.log", "ab")
-        env = {**os.environ, "TUNEDECK_JOURNAL": str(self.journal), "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "TUNEDECK_JOURNAL": str(self.journal), "PYTHONUNBUFFERED": "1",
+               **(self.devices.env() if self.devices else {})}
         try:
             self.proc = subprocess.Popen(
                 self._command,
@@ -183,7 +191,7 @@ class WorkerProcess:
                 print(f"tunedeck: could not record report {line[:200]!r}: {exc}", file=sys.stderr)
 
 
-def torchrun_command(command: list[str], processes: int) -> list[str]:
+def torchrun_command(command: list[str], processes: int, rank_cores: str | None = None) -> list[str]:
     """``command`` (``python -m MODULE ARGS`` or ``python SCRIPT ARGS``) as ``processes`` ranks of one run.
 
     torchrun (torch.distributed.run) rather than Accelerate: it is part of torch (no extra dependency,
@@ -193,10 +201,16 @@ def torchrun_command(command: list[str], processes: int) -> list[str]:
     its own session, hence the ranks' parent-death signal in training/distributed.py). Elastic restarts
     stay off (--max-restarts 0): a failed run resumes from its checkpoint through the service instead.
     Launched as a command, so the service imports no torch.
+
+    ``rank_cores`` ('0,1;2,3', service/devices.py): torchrun starts each rank as PIN_CODE, which pins it
+    to its LOCAL_RANK's cores and then execs the rank's command (``--no-python``: torchrun runs it as given).
     """
     python, rest = command[0], command[1:]
-    return [python, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={int(processes)}",
-            "--max-restarts=0", *rest]
+    launcher = [python, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={int(processes)}",
+                "--max-restarts=0"]
+    if rank_cores:
+        return [*launcher, "--no-python", python, "-c", PIN_CODE, rank_cores, python, *rest]
+    return [*launcher, *rest]
 
 
 def _drop_partial_line(journal: Path, offset: int) -> None:
