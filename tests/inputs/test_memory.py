@@ -352,3 +352,50 @@ def test_a_lora_checkpoint_as_custom_weights_is_planned_as_lora(tmp_path):
     adapter = memory.checkpoint_adapter(tmp_path)
     assert adapter["rank"] == 8 and sorted(adapter["target_modules"]) == ["q_proj", "v_proj"]
     assert memory.checkpoint_adapter(tmp_path / "nothing") is None
+
+
+# --- several processes (num_devices) ---------------------------------------------------------------
+
+
+def test_processes_on_cpu_share_the_memory_and_on_gpus_each_has_its_own():
+    shape = ModelShape.from_config(SMOLLM2)
+    one = plan_memory(shape, context_length=1024, available=1 << 40)
+    two = plan_memory(shape, context_length=1024, available=1 << 40, processes=2)
+    alone = estimate(shape, micro_batch_tokens=one.micro_batch_tokens, row_tokens=1024)
+    replica = estimate(shape, micro_batch_tokens=two.micro_batch_tokens, row_tokens=1024, processes=2)
+    assert "ddp buckets" not in alone.parts and replica.parts["ddp buckets"] == replica.parts["gradients"]
+    assert replica.total > alone.total
+    assert one.needed == alone.total and two.needed == 2 * replica.total + memory.LAUNCHER_BYTES
+    # a budget one process fits in and two do not
+    budget = int((one.needed + two.needed) / 2 / memory.SAFETY)
+    plan_memory(shape, context_length=1024, available=budget, micro_batch_tokens=one.micro_batch_tokens)
+    with pytest.raises(MemoryShortfall) as err:
+        plan_memory(shape, context_length=1024, available=budget, micro_batch_tokens=256, processes=2)
+    assert err.value.needed > memory.SAFETY * budget and "this run's 2 processes need ~" in str(err.value)
+    assert "they share this machine's memory" in str(err.value)
+    # on GPUs: one process against one GPU's free memory, whatever the number of processes
+    gpu = plan_memory(shape, context_length=1024, device="cuda", available=40 * GIB, processes=4)
+    gpu_replica = estimate(shape, micro_batch_tokens=gpu.micro_batch_tokens, row_tokens=1024, device="cuda", processes=4)
+    assert gpu.needed == gpu_replica.total
+
+
+def test_create_refuses_processes_that_do_not_fit_together_naming_num_devices(seven_b, home, monkeypatch):
+    from tunedeck.inputs import params
+    from tunedeck.inputs.validate import Devices, build_spec
+
+    monkeypatch.setattr(memory, "available_memory", lambda: 1 << 40)
+    monkeypatch.setattr(memory, "gpu_free_memory", lambda include_pids=None: None)  # this machine's CPU, GPU or not
+
+    def one_process_fits(limit_gib: int) -> bool:
+        monkeypatch.setenv("TUNEDECK_MEMORY_LIMIT", f"{limit_gib}GiB")
+        return memory.check_run(home / "models" / "llama-7b", context_length=2048, adapter=params.parse_adapter("lora")) is None
+
+    limit = next(g for g in range(1, 200) if one_process_fits(g))  # the least a LoRA 7B process needs, in GiB
+    devices = Devices(2, "2 CPU cores (0-1; test)")
+    spec, problems = build_spec(request(*seven_b, adapter="lora", context_length=2048, num_devices=1), "one", devices=devices)
+    assert problems == [] and spec is not None and spec.num_devices == 1
+    spec, problems = build_spec(request(*seven_b, adapter="lora", context_length=2048, num_devices=2), "two", devices=devices)
+    assert spec is None and [p.field for p in problems] == ["num_devices"]
+    message = problems[0].message
+    assert message.startswith("this run's 2 processes need ~") and f"{limit}.0 GiB is available (TUNEDECK_MEMORY_LIMIT)" in message
+    assert message.endswith("One process (num_devices=1) would fit.")
