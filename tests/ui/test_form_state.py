@@ -244,6 +244,15 @@ def test_check_data_covers_eval_data_and_sends_absolute_paths(models_here, data,
         form.eval_data_w.value = "eval.jsonl"  # another path: the old answer is gone at once
         assert errors(form) == {} and form.check_eval_out.value == ""
         assert "ok" in form.check_out.value  # the train data's answer still holds
+        calls = len(form._reports)
+        form.task_w.value = "INSTRUCTION_FINETUNE"  # checked data are checked again for the new task
+        [train] = form.validation().by_field()["train_data_path"]
+        assert train.fix == Fix("task_type", "CHAT_COMPLETION", "Switch Task to Chat completion")
+        assert train.lines == (1, 2, 3, 4, 5) and "problems found" in form.check_out.value
+        assert "eval_data_path" in errors(form) and calls == len(form._reports)  # one answer a file, the new ones
+        form._fix_boxes["train_data_path"].children[0].click()
+        assert form.task_w.value == "CHAT_COMPLETION" and errors(form) == {}
+        assert "ok" in form.check_out.value and "ok" in form.check_eval_out.value
     finally:
         form.close()
 

@@ -388,7 +388,7 @@ class TrainingForm(_snapshot.SnapshotDisplay, w.VBox):
     # -- reacting ---------------------------------------------------------------------------------
     def _on_change(self, change: dict[str, Any]) -> None:
         checked = any(r.kind == "check" for r in self._reports)
-        if checked and change["owner"] in (self.task_w, self.model_w, self.model_text_w) and self.state().model:
+        if checked and change["owner"] in (self.task_w, self.model_w, self.model_text_w):
             self.check_data()  # the data were checked for the old task or model: check them again for the new one
         else:
             self._refresh()
