@@ -37,7 +37,8 @@ PIN_CODE = (
     "sets = sys.argv[1].split(';')\n"
     "cores = sets[int(os.environ.get('LOCAL_RANK') or 0) % len(sets)]\n"
     "cpus = {int(c) for c in cores.split(',')}\n"
-    "os.sched_setaffinity(0, cpus)\n"
+    "if hasattr(os, 'sched_setaffinity'):\n"
+    "    os.sched_setaffinity(0, cpus)\n"
     "os.environ['OMP_NUM_THREADS'] = str(len(cpus))\n"
     "os.execvp(sys.argv[2], sys.argv[2:])\n"
 )
@@ -86,7 +87,14 @@ def discover(env: dict[str, str] | None = None) -> DevicePool:
                 return DevicePool("cuda", gpus, "nvidia-smi -L and CUDA_VISIBLE_DEVICES")
         elif wanted:
             return DevicePool("cuda", tuple(wanted), "CUDA_VISIBLE_DEVICES")
-    return DevicePool("cpu", tuple(str(c) for c in sorted(os.sched_getaffinity(0))), "CPU affinity")
+    return DevicePool("cpu", tuple(str(c) for c in allowed_cores()), "CPU affinity")
+
+
+def allowed_cores() -> list[int]:
+    """The cores this process may run on (all of them where the OS cannot say, e.g. macOS)."""
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
 
 
 def parse_setting(value: str) -> DevicePool:
@@ -96,7 +104,7 @@ def parse_setting(value: str) -> DevicePool:
     rest = rest.strip()
     how = f"{SETTING}={value}"
     if kind == "cpu":
-        allowed = os.sched_getaffinity(0)
+        allowed = set(allowed_cores())
         cores = sorted(allowed) if not rest else parse_cpu_list(rest, SETTING)
         outside = sorted(set(cores) - allowed)
         if outside:
