@@ -297,3 +297,24 @@ def test_a_reattached_worker_keeps_its_core_across_a_service_restart(home, model
             service.stop()
         for p in worker_pids(home):
             os.killpg(p, signal.SIGKILL)
+
+
+def test_a_version_2_store_gains_the_workers_devices_and_keeps_its_rows(tmp_path):
+    import sqlite3
+
+    from tunedeck.service.store import MIGRATIONS, SCHEMA, SCHEMA_VERSION
+
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.executescript(SCHEMA + ";" + MIGRATIONS[0])
+    db.execute("INSERT INTO workers (run, pid, journal_offset) VALUES ('r', 42, 7)")
+    db.execute("PRAGMA user_version = 2")
+    db.commit()
+    db.close()
+    store = Store(path)
+    assert store.schema_version == SCHEMA_VERSION == 3
+    state = store.worker("r")
+    assert (state.pid, state.journal_offset, state.devices) == (42, 7, None)
+    held = Assignment("cpu", ("1",), 1, rank_cores=((1,),))
+    store.set_worker("r", devices=held.to_json())
+    assert Assignment.from_json(store.worker("r").devices) == held
