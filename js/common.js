@@ -106,3 +106,52 @@ export async function copyText(text) {
 export function viewId() {
   return Math.random().toString(36).slice(2, 10);
 }
+
+/** ISO time -> local "YYYY-MM-DD HH:MM" (a table column that must say the day; seconds in the tooltip). */
+export function fmtDateTime(iso, { seconds = false } = {}) {
+  if (!iso) return "";
+  const t = new Date(iso);
+  if (isNaN(t)) return String(iso);
+  const p = (n) => String(n).padStart(2, "0");
+  const day = `${t.getFullYear()}-${p(t.getMonth() + 1)}-${p(t.getDate())}`;
+  return `${day} ${p(t.getHours())}:${p(t.getMinutes())}${seconds ? `:${p(t.getSeconds())}` : ""}`;
+}
+
+// -- a view whose kernel is gone ----------------------------------------------------------------------
+// ipywidgets marks every view of a model without a live comm with this class (DOMWidgetView's
+// _comm_live_update): set at once for a view restored from widget state saved in the notebook (no
+// kernel behind it), and on every view when the kernel restarts (the widget manager's disconnect()).
+// Such a view still draws, but nothing it sends arrives anywhere: it must say so and offer no actions.
+export const DISCONNECTED_CLASS = "jupyter-widgets-disconnected";
+
+/** True when the view in `el` (or a widget around it) has lost its kernel. */
+export function isDisconnected(el) {
+  return !!(el && el.closest && el.closest(`.${DISCONNECTED_CLASS}`));
+}
+
+/** Call onChange(disconnected) now and whenever that changes; returns the cleanup. Listens to the model's
+ *  "comm_live_update" event and watches the class on `el` (the manager may set it after our listener ran). */
+export function watchConnection(model, el, onChange) {
+  let last = null;
+  const check = () => {
+    const now = isDisconnected(el);
+    if (now !== last) {
+      last = now;
+      onChange(now);
+    }
+  };
+  const observer = typeof MutationObserver === "undefined" ? null : new MutationObserver(check);
+  if (observer) observer.observe(el, { attributes: true, attributeFilter: ["class"] });
+  model.on("comm_live_update", check);
+  check();
+  return () => {
+    model.off("comm_live_update", check);
+    if (observer) observer.disconnect();
+  };
+}
+
+/** The line a disconnected view shows above itself. */
+export function staleText(what, since) {
+  const when = since ? ` (since ${fmtDateTime(since.toISOString(), { seconds: true })})` : "";
+  return `This ${what} belongs to a kernel that has stopped${when}: it no longer updates and its actions are off. Run the cell again for a live one.`;
+}

@@ -15,6 +15,12 @@ pytestmark = pytest.mark.e2e
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 
+def shown(nb, cell: int) -> dict:
+    """What a cell displayed, all in one bundle: a tunedeck widget displays its live view and its snapshot
+    as two outputs (ui/_snapshot.py says why)."""
+    return {k: v for o in outputs(nb, cell) if o.get("output_type") == "display_data" for k, v in o["data"].items()}
+
+
 def code_cells(nb):
     return [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
 
@@ -28,10 +34,10 @@ def test_quickstart(nb_home, tmp_path):
     waited = "".join(text_of(o) for o in outputs(nb, find_cell(nb, "form.monitor.wait")))
     assert waited.startswith("COMPLETED -> main.quickstart.") and waited.strip().endswith("version 1")
 
-    form_out = outputs(nb, find_cell(nb, "tunedeck.form("))[0]["data"]
+    form_out = shown(nb, find_cell(nb, "tunedeck.form("))
     assert WIDGET_VIEW in form_out and "fm.create(" in form_out["text/plain"] and "fm.create(" in form_out["text/html"]
 
-    run_out = outputs(nb, find_cell(nb, "fm.get(run)"))[0]["data"]  # a TrainingRun displays as its monitor
+    run_out = shown(nb, find_cell(nb, "fm.get(run)"))  # a TrainingRun displays as its monitor
     assert WIDGET_VIEW in run_out
     html = run_out["text/html"]
     for text in ("COMPLETED", "Registered model main.quickstart.", "version 1", "TRAIN_UPDATED", "Eval generations at"):
@@ -57,9 +63,9 @@ def test_monitoring_several_runs(nb_home, tmp_path):
     assert finished.count("'COMPLETED'") == 3
     # The monitors were displayed while their runs were queued; each display's snapshot was replaced
     # by the final one when its run ended (display ids), so the saved notebook shows how they ended.
-    shown = [o for o in outputs(nb, find_cell(nb, "display(*monitors)")) if o.get("output_type") == "display_data"]
-    assert len(shown) == 3
-    for out in shown:
+    snapshots = [o for o in outputs(nb, find_cell(nb, "display(*monitors)")) if "text/html" in o.get("data", {})]
+    assert len(snapshots) == 3
+    for out in snapshots:
         assert "COMPLETED" in out["data"]["text/html"] and "TRAIN_FINISHED" in out["data"]["text/html"]
     table = outputs(nb, find_cell(nb, "pd.DataFrame(rows)"))[0]["data"]["text/plain"]
     assert table.count("main.sweep.") == 3

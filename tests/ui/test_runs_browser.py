@@ -1,11 +1,15 @@
-"""The runs browser without a browser: rows, open/cancel/delete, refresh, snapshot."""
+"""The runs browser without a browser: rows and their final losses, open/cancel/delete, refresh, sort and
+filter, the snapshot and how it is displayed."""
 
 from __future__ import annotations
+
+from datetime import datetime, timezone
 
 import pytest
 
 from tunedeck.types import RunStatus
-from tunedeck.ui.runs_browser import RunsBrowser
+from tunedeck.ui._snapshot import WIDGET_VIEW
+from tunedeck.ui.runs_browser import RunsBrowser, visible_rows
 
 
 @pytest.fixture
@@ -56,3 +60,138 @@ def test_close_stops_refreshing(fake, sent):
 def test_snapshot_lists_the_runs(browser):
     bundle = browser._repr_mimebundle_()
     assert "main.demo.old v1" in bundle["text/html"] and "new" in bundle["text/plain"]
+
+
+# -- final losses -------------------------------------------------------------------------------------------
+def test_rows_carry_each_runs_latest_train_and_eval_loss(fake, sent):
+    fake.add_run("done", status=RunStatus.COMPLETED)
+    fake.point("done", 1, "train/loss", 2.5)
+    fake.point("done", 2, "train/loss", 1.25)
+    fake.point("done", 2, "eval/loss", 1.5)
+    fake.point("done", 2, "train/lr", 1e-3)
+    fake.add_run("fresh")
+    b = RunsBrowser(poll_seconds=3600)
+    try:
+        rows = {r["name"]: r for r in b.table.rows}
+        assert (rows["done"]["train_loss"], rows["done"]["eval_loss"]) == (1.25, 1.5)
+        assert (rows["fresh"]["train_loss"], rows["fresh"]["eval_loss"]) == (None, None)
+    finally:
+        b.close()
+
+
+def test_losses_are_read_incrementally_and_a_finished_run_no_more(fake, sent):
+    fake.add_run("live")
+    fake.point("live", 1, "train/loss", 3.0)
+    b = RunsBrowser(poll_seconds=3600)
+    try:
+        first_id = fake.metric_log["live"][-1]["id"]
+        fake.point("live", 2, "train/loss", 2.0)
+        b.refresh()
+        assert ("metrics", "live", first_id) in fake.calls  # only the points not read before
+        assert b.table.rows[0]["train_loss"] == 2.0
+        fake.point("live", 3, "eval/loss", 1.75)
+        fake.set_status("live", RunStatus.COMPLETED)
+        b.refresh()  # read once more after it ended...
+        assert (b.table.rows[0]["train_loss"], b.table.rows[0]["eval_loss"]) == (2.0, 1.75)
+        reads = sum(1 for c in fake.calls if c[0] == "metrics")
+        b.refresh()
+        b.refresh()
+        assert sum(1 for c in fake.calls if c[0] == "metrics") == reads  # ...then never again
+    finally:
+        b.close()
+
+
+# -- sort and filter (the view's settings; the snapshot follows them) -------------------------------------------
+def row(name, status="COMPLETED", created="2026-01-02T12:00:00+00:00", train=None, evl=None, model="tiny-chat",
+        started="2026-01-02T12:00:00+00:00", completed="2026-01-02T12:01:00+00:00"):
+    return {"name": name, "status": status, "model": model, "task_type": "CHAT_COMPLETION", "created_at": created,
+            "started_at": started, "completed_at": completed, "registered_model": "", "train_loss": train, "eval_loss": evl}
+
+
+ROWS = [
+    row("alpha", "COMPLETED", "2026-01-02T12:00:00+00:00", 1.5, 1.75),
+    row("beta", "FAILED", "2026-01-03T12:00:00+00:00", None, None, completed="2026-01-02T12:00:10+00:00"),
+    row("gamma", "RUNNING", "2026-01-04T12:00:00+00:00", 0.5, None, model="Big-Model", completed=None),
+    row("delta", "STOPPED", "2026-01-01T12:00:00+00:00", 2.5, 0.25),
+]
+
+
+def names(rows):
+    return [r["name"] for r in rows]
+
+
+def test_visible_rows_sort_newest_first_by_default_and_by_any_column():
+    assert names(visible_rows(ROWS)) == ["gamma", "beta", "alpha", "delta"]
+    assert names(visible_rows(ROWS, "created", descending=False)) == ["delta", "alpha", "beta", "gamma"]
+    assert names(visible_rows(ROWS, "name", descending=False)) == ["alpha", "beta", "delta", "gamma"]
+    # a run without the value goes last whichever the direction
+    assert names(visible_rows(ROWS, "train_loss", descending=False)) == ["gamma", "alpha", "delta", "beta"]
+    assert names(visible_rows(ROWS, "train_loss", descending=True)) == ["delta", "alpha", "gamma", "beta"]
+    assert names(visible_rows(ROWS, "eval_loss", descending=False)) == ["delta", "alpha", "beta", "gamma"]
+    now = datetime(2026, 1, 2, 13, 0, tzinfo=timezone.utc)  # gamma has run an hour by then
+    assert names(visible_rows(ROWS, "duration", descending=True, now=now)) == ["gamma", "delta", "alpha", "beta"]
+    assert names(visible_rows(ROWS, "no-such-column")) == names(visible_rows(ROWS))
+
+
+def test_visible_rows_filter_by_status_group_and_text():
+    assert names(visible_rows(ROWS, status="active")) == ["gamma"]
+    assert names(visible_rows(ROWS, status="FAILED")) == ["beta"]
+    assert names(visible_rows(ROWS, text="  big-MODEL ")) == ["gamma"]  # any case, the model column too
+    assert names(visible_rows(ROWS, text="ta")) == ["beta", "delta"]
+    assert names(visible_rows(ROWS, status="STOPPED", text="ta")) == ["delta"]
+    assert visible_rows(ROWS, text="nothing like it") == []
+
+
+def test_the_snapshot_lists_what_the_view_shows(browser):
+    browser.table.status_filter = "COMPLETED"
+    text = browser._repr_mimebundle_()["text/plain"]
+    assert "(1 of 2)" in text and "filtered (status: COMPLETED)" in text
+    assert "old" in text and "new " not in text
+    browser.table.status_filter = "all"
+    browser.table.text_filter = "NE"
+    assert [r["name"] for r in browser.visible_rows()] == ["new"]
+
+
+# -- display: the live view and its snapshot as two outputs; the snapshot follows the list -------------------------
+def test_display_is_the_live_view_then_a_snapshot_that_follows_changes(browser, fake):
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
+
+    InteractiveShell.instance()
+    with capture_output() as shown:
+        browser._ipython_display_()
+    view, snapshot = shown.outputs
+    assert list(view.data) == [WIDGET_VIEW] and view.data[WIDGET_VIEW]["model_id"] == browser.model_id
+    assert "tunedeck-fallback" in snapshot.data["text/html"] and "Run the cell again" in snapshot.data["text/html"]
+    assert "RUNNING" in snapshot.data["text/plain"]
+    with capture_output() as updates:
+        browser.refresh()  # nothing changed: no update
+        fake.set_status("new", RunStatus.COMPLETED)
+        browser.refresh()
+    assert len(updates.outputs) == 1
+    assert "RUNNING" not in updates.outputs[0].data["text/plain"]
+    assert updates.outputs[0].data.keys() == {"text/plain", "text/html"}  # the live view is left alone
+
+
+def test_the_snapshot_escapes_run_fields(fake, sent):
+    fake.add_run("r1", status=RunStatus.COMPLETED, registered_model_name="<img src=x onerror=alert(1)>", registered_model_version=1)
+    b = RunsBrowser(poll_seconds=3600)
+    try:
+        html = b._repr_mimebundle_()["text/html"]
+        assert "<img" not in html and "&lt;img src=x" in html
+    finally:
+        b.close()
+
+
+def test_the_kernel_sorts_and_filters_as_the_view_does():
+    """tests/ui/js/runs_cases.json is checked here against visible_rows and in runs.test.mjs against the
+    view's visibleRows: the snapshot lists the same rows in the same order as the table."""
+    import json
+    from pathlib import Path
+
+    spec = json.loads((Path(__file__).parent / "js" / "runs_cases.json").read_text())
+    assert len(spec["cases"]) >= 10
+    for case in spec["cases"]:
+        got = visible_rows(spec["rows"], case["sort"], case["descending"], case.get("status", "all"), case.get("text", ""),
+                           datetime.fromisoformat(case["now"]))
+        assert names(got) == case["expect"], case

@@ -1,13 +1,19 @@
-"""The runs browser: every run with its status, refreshed live; open a monitor, cancel, delete.
+"""The runs browser: every run with its status and final losses, refreshed live; sort, filter, open a
+monitor, cancel, delete.
 
 The list is small (one row per run), so it travels as a synced traitlet and is sent only when a row
-changed; the view computes running durations itself. Actions come from the view as custom messages
-``{"kind": "open" | "cancel" | "delete", "name"}`` (the view asks for confirmation first) and the
-answer comes back in the ``notice`` traitlet.
+changed; the view computes running durations itself. Final train and eval losses come from each run's
+metrics, read incrementally (a finished run is read once more after it ends, then never again). Sorting
+and filtering happen in the view (they work while the kernel is busy); their settings are synced
+traitlets so the snapshot lists the same rows in the same order. Actions come from the view as custom
+messages ``{"kind": "open" | "cancel" | "delete", "name"}`` (the view asks for confirmation first) and
+the answer comes back in the ``notice`` traitlet.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import anywidget
@@ -21,9 +27,31 @@ from tunedeck.ui._poller import Poller
 from tunedeck.ui.monitor import RunMonitor
 
 POLL_SECONDS = 2.0
+TRAIN_LOSS = "train/loss"
+EVAL_LOSS = "eval/loss"
+#: The status filter's choices (the view offers the same): a group or one status.
+STATUS_FILTERS = {
+    "all": None,
+    "active": {"PENDING", "QUEUED", "STARTING", "RUNNING", "TERMINATING"},
+    "COMPLETED": {"COMPLETED"},
+    "FAILED": {"FAILED"},
+    "STOPPED": {"STOPPED"},
+}
+SORT_KEYS = ("created", "name", "status", "duration", "train_loss", "eval_loss", "model")
+TEXT_FIELDS = ("name", "model", "task_type", "registered_model", "status")
 
 
-def run_row(run: TrainingRun) -> dict[str, Any]:
+@dataclass
+class _Losses:
+    """What was read of one run's metrics: the cursor and the latest value of each loss."""
+
+    after: int = 0
+    train: float | None = None
+    eval: float | None = None
+    final: bool = False  # read after the run ended: nothing more will come
+
+
+def run_row(run: TrainingRun, losses: _Losses | None = None) -> dict[str, Any]:
     """One run as the table shows it (times as ISO text; the view formats them)."""
     iso = lambda t: t.isoformat() if t else None  # noqa: E731
     return {
@@ -39,7 +67,45 @@ def run_row(run: TrainingRun) -> dict[str, Any]:
         "registered_model": f"{run.registered_model_name} v{run.registered_model_version}"
         if run.registered_model_version
         else "",
+        "train_loss": losses.train if losses else None,
+        "eval_loss": losses.eval if losses else None,
     }
+
+
+def _seconds(row: dict[str, Any], now: datetime | None = None) -> float | None:
+    if not row.get("started_at"):
+        return None
+    start = datetime.fromisoformat(row["started_at"])
+    end = datetime.fromisoformat(row["completed_at"]) if row.get("completed_at") else (now or datetime.now(start.tzinfo))
+    return (end - start).total_seconds()
+
+
+def _sort_value(row: dict[str, Any], key: str, now: datetime | None) -> Any:
+    if key == "created":
+        return row.get("created_at")
+    if key == "duration":
+        return _seconds(row, now)
+    value = row.get("name" if key == "name" else key)
+    return value.lower() if isinstance(value, str) else value
+
+
+def visible_rows(rows: list[dict[str, Any]], sort: str = "created", descending: bool = True, status: str = "all",
+                 text: str = "", now: datetime | None = None) -> list[dict[str, Any]]:
+    """The rows the view shows: those matching the status filter and containing ``text`` (any case) in
+    name, model, task, registered model or status, sorted by ``sort``; runs without a value (no loss
+    yet, not started) go last whichever the direction. The view (js/runs.js, ``visibleRows``) does the same."""
+    wanted = STATUS_FILTERS.get(status)
+    needle = text.strip().lower()
+    kept = [
+        r for r in rows
+        if (wanted is None or r.get("status") in wanted)
+        and (not needle or any(needle in str(r.get(f) or "").lower() for f in TEXT_FIELDS))
+    ]
+    key = sort if sort in SORT_KEYS else "created"
+    valued = [r for r in kept if _sort_value(r, key, now) is not None]
+    missing = [r for r in kept if _sort_value(r, key, now) is None]
+    valued.sort(key=lambda r: (_sort_value(r, key, now), r["name"]), reverse=descending)
+    return valued + missing
 
 
 class RunsTable(anywidget.AnyWidget):
@@ -52,6 +118,11 @@ class RunsTable(anywidget.AnyWidget):
     error = traitlets.Unicode("").tag(sync=True)
     notice = traitlets.Unicode("").tag(sync=True)
     open_names: traitlets.List[Any] = traitlets.List().tag(sync=True)
+    # the view's sort and filter (set by the view; the snapshot follows them)
+    sort = traitlets.Unicode("created").tag(sync=True)
+    descending = traitlets.Bool(True).tag(sync=True)
+    status_filter = traitlets.Unicode("all").tag(sync=True)
+    text_filter = traitlets.Unicode("").tag(sync=True)
 
 
 class RunsBrowser(_snapshot.SnapshotDisplay, w.VBox):
@@ -59,12 +130,15 @@ class RunsBrowser(_snapshot.SnapshotDisplay, w.VBox):
 
     def __init__(self, *, client: Any = None, poll_seconds: float = POLL_SECONDS):
         self._client = client
+        self._losses: dict[str, _Losses] = {}
+        self._snapshot_key: Any = None
         self.table = RunsTable()
         self.monitors = w.VBox()
         self.monitors.add_class("td-runs-monitors")
         super().__init__(children=[self.table, self.monitors])
         self.add_class("td-runs-browser")
         self.table.on_msg(self._on_view_message)
+        self.table.observe(self._on_view_state, names=["sort", "descending", "status_filter", "text_filter"])
         self.refresh()
         self._poller = Poller(self, poll_seconds, name="tunedeck-runs").start()
 
@@ -115,12 +189,52 @@ class RunsBrowser(_snapshot.SnapshotDisplay, w.VBox):
     def _poll(self) -> bool:
         if self.table.comm is None:
             return False
-        rows = [run_row(r) for r in self._get_client().list_runs()]
+        client = self._get_client()
+        runs = client.list_runs()
+        rows = [run_row(r, self._read_losses(client, r)) for r in runs]
+        self._losses = {r.name: self._losses[r.name] for r in runs if r.name in self._losses}
         if rows != self.table.rows:
             self.table.rows = rows
         if self.table.error:
             self.table.error = ""
+        self._maybe_refresh_snapshot()
         return True
+
+    def _read_losses(self, client: Any, run: TrainingRun) -> _Losses:
+        """The run's latest train and eval loss, reading only metric points not read before."""
+        seen = self._losses.setdefault(run.name, _Losses())
+        if seen.final:
+            return seen
+        ended = run.status.is_terminal()
+        try:
+            points = client.metrics(run.name, after=seen.after)
+        except TunedeckError:  # deleted meanwhile, or metrics not there yet: the next poll tries again
+            return seen
+        for point in points:
+            seen.after = max(seen.after, int(point.get("id") or 0))
+            if point.get("name") == TRAIN_LOSS:
+                seen.train = point.get("value")
+            elif point.get("name") == EVAL_LOSS:
+                seen.eval = point.get("value")
+        seen.final = ended
+        return seen
+
+    def visible_rows(self) -> list[dict[str, Any]]:
+        """The rows as the view shows them now (its sort and filter)."""
+        t = self.table
+        return visible_rows(t.rows, t.sort, t.descending, t.status_filter, t.text_filter)
+
+    def _on_view_state(self, _change: Any) -> None:
+        self._maybe_refresh_snapshot()
+
+    def _maybe_refresh_snapshot(self) -> None:
+        """Replace the saved snapshot when what it shows changed (not on every progress tick)."""
+        t = self.table
+        key = ([(r["name"], r["status"], r["registered_model"], r["train_loss"], r["eval_loss"]) for r in t.rows],
+               t.sort, t.descending, t.status_filter, t.text_filter)
+        if key != self._snapshot_key:
+            self._snapshot_key = key
+            self._refresh_snapshot()
 
     def _poll_failed(self, exc: Exception) -> None:
         self.table.error = f"{exc} — retrying"
@@ -154,21 +268,39 @@ class RunsBrowser(_snapshot.SnapshotDisplay, w.VBox):
         self.table.open_names = [c.run_name for c in self.monitors.children if isinstance(c, RunMonitor)]
 
     # -- snapshots --------------------------------------------------------------------------------
+    def _filter_note(self) -> str:
+        t = self.table
+        parts = [f"status: {t.status_filter}"] if t.status_filter != "all" else []
+        if t.text_filter.strip():
+            parts.append(f"text: {t.text_filter.strip()!r}")
+        return f" — filtered ({', '.join(parts)})" if parts else ""
+
     def _snapshot_text(self) -> str:
-        lines = [f"tunedeck runs ({len(self.table.rows)})"]
-        lines += [f"  {r['name']:<32} {r['status']:<11} {r['model']}  {r['registered_model']}" for r in self.table.rows]
+        rows = self.visible_rows()
+        lines = [f"tunedeck runs ({len(rows)} of {len(self.table.rows)}){self._filter_note()}"]
+        lines += [
+            f"  {r['name']:<32} {r['status']:<11} {_snapshot.short_time(r['created_at']):<19}  train {_loss(r['train_loss']):<8}"
+            f" eval {_loss(r['eval_loss']):<8} {r['model']}  {r['registered_model']}"
+            for r in rows
+        ]
         return "\n".join(lines)
 
     def _snapshot_html(self) -> str:
         rows = [
-            (r["name"], r["status"], r["model"], r["task_type"], _snapshot.short_time(r["created_at"]), r["registered_model"])
-            for r in self.table.rows
+            (r["name"], r["status"], _snapshot.short_time(r["created_at"]), _loss(r["train_loss"]), _loss(r["eval_loss"]),
+             r["model"], r["task_type"], r["registered_model"])
+            for r in self.visible_rows()
         ]
         return (
-            f"<div class='tunedeck-snapshot' style='font-size:13px'><b>tunedeck runs ({len(rows)})</b>"
-            + _snapshot.table(["name", "status", "model", "task", "created", "registered model"], rows)
+            f"<div class='tunedeck-snapshot' style='font-size:13px'><b>tunedeck runs ({len(rows)} of {len(self.table.rows)})</b>"
+            f"{_snapshot.esc(self._filter_note())}"
+            + _snapshot.table(["name", "status", "created", "train loss", "eval loss", "model", "task", "registered model"], rows)
             + "</div>"
         )
+
+
+def _loss(value: float | None) -> str:
+    return "" if value is None else f"{value:.4g}"
 
 
 def runs(**options: Any) -> RunsBrowser:
