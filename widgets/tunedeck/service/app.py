@@ -21,10 +21,12 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from tunedeck import config
 from tunedeck.errors import InvalidInputError, Problem, RunNotFoundError
 from tunedeck.inputs.validate import RunRequest
 from tunedeck.service.core import RunService
 from tunedeck.service.generate import Generator, GeneratorBusyError, helper_request
+from tunedeck.service.mlflow_ui import PREFIX, MlflowServer
 from tunedeck.service.schemas import (
     DataCheckRequest,
     EventsPublic,
@@ -60,6 +62,7 @@ def create_app(service: RunService, token: str, home: Path) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         generator.close()
+        app.state.mlflow_server.close()
 
     app = FastAPI(
         title="tunedeck",
@@ -201,6 +204,22 @@ def create_app(service: RunService, token: str, home: Path) -> FastAPI:
         """Liveness (the scheduler's too) and which state dir this service serves."""
         state = svc.health()
         return {"status": "ok" if state["scheduler"] == "alive" else "degraded", "home": str(home), **state}
+
+    mlflow_server = MlflowServer(config.mlflow_tracking_uri(), config.mlflow_artifact_root(), home)
+    app.state.mlflow_server = mlflow_server
+    methods = ["GET", "POST", "PATCH", "PUT", "DELETE"]
+
+    @app.api_route(PREFIX, methods=["GET"], include_in_schema=False)
+    @app.api_route(PREFIX + "/{path:path}", methods=methods, include_in_schema=False)
+    async def mlflow_ui(request: Request, path: str = "") -> Response:
+        """MLflow's UI and REST API (its own server, on the store the runs log to): open
+        /mlflow/?token=... in a browser once (the token is then kept in a cookie)."""
+        return await mlflow_server.forward(request, f"{PREFIX}/{path}")
+
+    @app.api_route("/api/2.0/mlflow/{path:path}", methods=methods, include_in_schema=False)
+    async def mlflow_rest(request: Request, path: str) -> Response:
+        """MLflow's REST API where MLflow clients look for it on a tracking host."""
+        return await mlflow_server.forward(request, f"{PREFIX}/api/2.0/mlflow/{path}")
 
     app.include_router(runs)
     app.include_router(checks)

@@ -1,0 +1,127 @@
+"""MLflow's UI and REST API through the service: MLflow's real server, on the store the runs log to.
+
+One real ``python -m tunedeck.service`` trains a tiny model; then MLflow's own client reads that run
+over REST through the service's port, a browser opens the run's page in MLflow's UI, and killing the
+service (``kill -9``) takes MLflow's server with it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import requests
+
+from benchmarks._service import ServiceProcess, wait_for
+from tests.browser.lab import CHROMIUM, CHROMIUM_ARGS
+from tests.helpers import ISOLATED_ENV, PAIRS, write_jsonl
+from tunedeck.service.mlflow_ui import installed
+
+pytestmark = [pytest.mark.e2e, pytest.mark.skipif(not installed(), reason="MLflow's server is not installed (pip install 'tunedeck[mlflow-ui]')")]
+
+STEPS = 30
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A service that has trained and registered one tiny run: (service, run record)."""
+    from tunedeck.training.tiny import build_tiny_model
+
+    tmp = tmp_path_factory.mktemp("mlflow-ui")
+    home = tmp / "home"
+    saved = {k: os.environ.get(k) for k in (*ISOLATED_ENV, "TUNEDECK_HOME", "HF_HUB_OFFLINE")}
+    for var in ISOLATED_ENV:
+        os.environ.pop(var, None)
+    os.environ.update(TUNEDECK_HOME=str(home), HF_HUB_OFFLINE="1")
+    build_tiny_model(home / "models" / "tiny", [t for p in PAIRS for t in p])
+    data = write_jsonl(tmp / "train.jsonl", [{"prompt": p, "response": r} for p, r in PAIRS])
+    service = ServiceProcess(home)
+    try:
+        name = service.api("POST", "/api/runs", json={
+            "model": "tiny", "train_data_path": str(data), "register_to": "main.mlflowui.tiny",
+            "task_type": "INSTRUCTION_FINETUNE", "training_duration": f"{STEPS}ba", "learning_rate": 3e-3})["name"]
+        run = service.wait_status(name, {"COMPLETED", "FAILED", "STOPPED"}, timeout=300)
+        assert run["status"] == "COMPLETED", run
+        yield service, run
+    finally:
+        service.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def test_mlflow_client_reads_the_run_through_the_service(trained, monkeypatch):
+    """MLflow's own client, pointed at the service as its tracking host, sees the run's params, its
+    loss history (every step, falling) and the registered version; the token is required."""
+    from mlflow import MlflowClient
+
+    service, run = trained
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", service.token)
+    client = MlflowClient(tracking_uri=service.url, registry_uri=service.url)
+    mlflow_run = client.get_run(run["mlflow_run_id"])
+    assert mlflow_run.data.params["register_to"] == "main.mlflowui.tiny"
+    history = sorted(client.get_metric_history(run["mlflow_run_id"], "train/loss"), key=lambda m: m.step)
+    assert [m.step for m in history] == list(range(1, STEPS + 1)) and history[-1].value < history[0].value / 2
+    version = client.get_model_version("main.mlflowui.tiny", str(run["registered_model_version"]))
+    assert version.run_id == run["mlflow_run_id"]
+
+    no_token = requests.get(f"{service.url}/api/2.0/mlflow/runs/get", params={"run_id": run["mlflow_run_id"]}, timeout=30)
+    assert no_token.status_code == 401
+    assert requests.get(f"{service.url}/mlflow/", timeout=30).status_code == 401
+
+
+def test_the_ui_shows_the_runs_loss_in_a_browser(trained):
+    """Opened once with ?token= (then a cookie), MLflow's UI shows the run with its train/loss metric."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    service, run = trained
+    url = f"{service.url}/mlflow/?token={service.token}#/experiments/{run['mlflow_experiment_id']}/runs/{run['mlflow_run_id']}"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.goto(url, timeout=120_000)
+            page.get_by_text("train/loss").first.wait_for(timeout=120_000)  # the run page's metrics table
+            assert run["name"] in page.content() or run["mlflow_run_id"] in page.url
+            cookies = {c["name"]: c for c in page.context.cookies()}
+            assert cookies["tunedeck_token"]["httpOnly"] and cookies["tunedeck_token"]["sameSite"] == "Strict"
+        finally:
+            browser.close()
+
+
+def mlflow_servers(home: Path) -> list[int]:
+    """Live processes of MLflow's server for this state dir (their command lines name its store)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if str(home) in cmd and "mlflow" in cmd and state != "Z":
+                pids.append(int(entry.name))
+    return pids
+
+
+def test_killing_the_service_takes_mlflows_server_with_it(tmp_path, monkeypatch):
+    for var in ISOLATED_ENV:
+        monkeypatch.delenv(var, raising=False)
+    home = tmp_path / "home"
+    service = ServiceProcess(home)
+    try:
+        answer = requests.get(f"{service.url}/mlflow/health", headers={"Authorization": f"Bearer {service.token}"}, timeout=300)
+        assert answer.status_code == 200 and answer.text.strip() == "OK"
+        assert mlflow_servers(home)  # the server (and its wrapper) run
+        service.kill9()
+        wait_for(lambda: not mlflow_servers(home), timeout=60)  # gone on their own: no owner, no process
+    finally:
+        service.stop()
+        for pid in mlflow_servers(home):
+            os.kill(pid, signal.SIGKILL)
