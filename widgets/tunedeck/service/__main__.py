@@ -48,6 +48,7 @@ def secure_home(home: Path) -> None:
 def serve(home: Path, host: str = "127.0.0.1", port: int = 0, max_concurrent: int = 1, idle_exit: float = 0) -> None:
     import uvicorn
 
+    from tunedeck.service import mlflow_ui
     from tunedeck.service.app import create_app
     from tunedeck.service.core import RunService
     from tunedeck.service.store import Store
@@ -83,6 +84,9 @@ def serve(home: Path, host: str = "127.0.0.1", port: int = 0, max_concurrent: in
     tmp.write_text(json.dumps(info))
     tmp.replace(home / "service.json")
     print(f"tunedeck service on {url} (state in {home}; token in {home / 'token'})", flush=True)
+    if mlflow_ui.installed():
+        print(f"MLflow UI: {url}{mlflow_ui.PREFIX}/?token=$(cat {home / 'token'})  (MLflow's own server, started on first use)",
+              flush=True)
     try:
         server.run(sockets=[sock])
     finally:
