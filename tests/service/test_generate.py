@@ -110,6 +110,22 @@ def test_the_trained_model_answers_what_it_was_taught_streamed_from_a_helper_pro
     assert lines[-1]["tokens"] <= 8
 
 
+def test_tunedeck_try_it_returns_the_answer_and_can_echo_it_as_it_comes(trained):
+    import io
+
+    import tunedeck
+
+    _, run = trained
+    shown = io.StringIO()
+    assert tunedeck.try_it(run, PAIRS[3][0], echo=True, file=shown) == PAIRS[3][1]
+    assert shown.getvalue() == PAIRS[3][1] + "\n"
+    last = tunedeck.foundation_model.get_checkpoints(run)[-1].name
+    short = tunedeck.try_it(run.name, PAIRS[4][0], last, max_new_tokens=3)  # three tokens of the taught answer
+    assert short and len(short) < len(PAIRS[4][1]) and PAIRS[4][1].startswith(short)
+    with pytest.raises(tunedeck.InvalidInputError):
+        tunedeck.try_it(run, "")
+
+
 def test_bad_input_is_a_4xx_naming_the_field(trained):
     from tunedeck import InvalidInputError
     from tunedeck import foundation_model as fm
