@@ -131,8 +131,8 @@ def test_form_start_monitor_complete_reload_and_cancel(lab, page, monkeypatch):
     page.wait_for_function(
         "el => el.querySelector('[data-testid=status]')?.textContent === 'COMPLETED'", arg=monitor.element_handle(), timeout=RUN_TIMEOUT_MS,
     )
-    page.wait_for_function(  # newest event first; the final state drawn
-        "el => el.querySelector('[data-testid=registered-model]') && el.querySelectorAll('[data-testid=gen-prompt]').length > 0"
+    page.wait_for_function(  # newest event first; the final state drawn (the results card)
+        "el => el.querySelector('[data-testid=results-model-name]') && el.querySelectorAll('[data-testid=gens-row]').length > 0"
         " && el.querySelector('[data-testid=event-row] .td-ev-type')?.textContent === 'COMPLETED'",
         arg=monitor.element_handle(), timeout=30_000,
     )
@@ -141,12 +141,12 @@ def test_form_start_monitor_complete_reload_and_cancel(lab, page, monkeypatch):
     path = monitor.locator("[data-testid=train-line]").get_attribute("d")
     assert path.count("L") >= 10  # one segment per logged step, drawn
     assert monitor.locator("[data-testid=eval-line]").count() == 1
-    registered = monitor.locator("[data-testid=registered-model]").inner_text()
+    registered = monitor.locator("[data-testid=results-model]").inner_text()
     assert f"main.browser.{run_name}" in registered and "version 1" in registered
     assert "100%" in monitor.locator("[data-testid=progress-text]").inner_text()
 
     # -- model text is text: the prompt shows literally, nothing was interpreted --------------------------------
-    prompts_shown = monitor.locator("[data-testid=gen-prompt]").all_inner_texts()
+    prompts_shown = monitor.locator("[data-testid=gens-row] .td-gen-prompt").all_inner_texts()
     assert XSS in prompts_shown
     assert page.locator("img[src='x']").count() == 0
     assert dialogs == []
