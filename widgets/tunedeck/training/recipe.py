@@ -77,7 +77,7 @@ from tunedeck.training.optim import make_optimizer
 from tunedeck.training.packing import collate, micro_batches
 from tunedeck.training.plan import DEFAULT_BATCH_TOKENS, PACK_TOKENS, Plan, make_plan
 from tunedeck.training.progress import Progress
-from tunedeck.training.report import Reporter, format_duration
+from tunedeck.training.report import Reporter, format_duration, format_rate
 from tunedeck.training.tokenize import Tokenized
 from tunedeck.training.tracking import Tracker
 from tunedeck.types import EventType
@@ -328,7 +328,7 @@ def run(spec: RunSpec, reporter: Reporter, stop: StopSignal | None = None) -> Re
             reporter.event(
                 EventType.TRAIN_FINISHED,
                 f"training finished: {plan.total_steps:,} steps, final loss {losses[-1]:.4f}, "
-                f"{progress.tokens_per_second:,.0f} tok/s",
+                f"{format_rate(progress.tokens_per_second)}",
                 steps=plan.total_steps, loss=losses[-1], tokens_per_second=progress.tokens_per_second,
             )
 
@@ -503,7 +503,7 @@ def report_progress(reporter: Reporter, plan: Plan, progress: Progress, step: in
     reporter.event(
         EventType.TRAIN_UPDATED,
         f"[ep {plan.epoch_of(step) + 1}/{epochs}] [ba {step}/{plan.total_steps}] loss {loss:.4f}, "
-        f"{tps:,.0f} tok/s, ETA {format_duration(eta)}",
+        f"{format_rate(tps)}, ETA {format_duration(eta)}",
         step=step, total_steps=plan.total_steps, epoch=round(step / plan.steps_per_epoch, 4),
         progress=progress.percent(step), loss=loss, lr=lr, tokens_per_second=tps, eta_seconds=round(eta, 1),
     )

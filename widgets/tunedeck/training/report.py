@@ -114,6 +114,13 @@ def _finite(value: Any) -> Any:
     return value
 
 
+def format_rate(tokens_per_second: float) -> str:
+    """12345.6 -> '12,346 tok/s'; 0.1194 -> '0.12 tok/s' (a 7B model on a CPU is not '0 tok/s')."""
+    if tokens_per_second >= 100:
+        return f"{tokens_per_second:,.0f} tok/s"
+    return f"{tokens_per_second:.2g} tok/s" if tokens_per_second < 10 else f"{tokens_per_second:.1f} tok/s"
+
+
 def format_duration(seconds: float) -> str:
     """1234 -> '20m 34s'; 45 -> '45s'; 7384 -> '2h 3m'."""
     seconds = max(0, round(float(seconds)))
