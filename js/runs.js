@@ -141,10 +141,10 @@ function render({ model, el }) {
     const empty = all.length ? "no run matches the filter" : "no runs yet";
     setChildren(body, rows.length ? rows.map((r) =>
       h("tr", { class: "td-runs-row", testid: "run-row", "data-name": r.name, "data-status": r.status },
-        h("td", { class: "td-runs-name td-col-name", text: r.name, title: r.details || "" }),
+        h("td", { class: "td-runs-name td-col-name", text: r.name, title: r.details ? `${r.name}: ${r.details}` : r.name }),
         h("td", { class: "td-col-status" }, statusBadge(r.status),
           r.progress !== null && r.progress !== undefined && !TERMINAL.has(r.status) ? ` ${Math.floor(r.progress)}%` : ""),
-        h("td", { class: "td-col-created", testid: "created", text: fmtDateTime(r.created_at), title: fmtDateTime(r.created_at, { seconds: true }) }),
+        createdCell(r.created_at),
         h("td", { class: "td-runs-duration td-col-duration", "data-started": r.started_at || "", "data-completed": r.completed_at || "",
           text: fmtDuration(secondsBetween(r.started_at, r.completed_at)) }),
         h("td", { class: "td-col-loss", testid: "train-loss", text: fmtNumber(r.train_loss) }),
@@ -154,6 +154,14 @@ function render({ model, el }) {
         h("td", { class: "td-col-registered", text: r.registered_model || "" }),
         actionCell(r)))
       : [h("tr", {}, h("td", { colspan: COLUMNS.length, class: "td-muted", testid: "runs-empty", text: empty }))]);
+  }
+
+  /** "2026-11-25 19:38": the year in its own span, which a narrow table hides (the tooltip keeps it). */
+  function createdCell(iso) {
+    const text = fmtDateTime(iso);
+    const year = /^\d{4}-/.test(text) ? text.slice(0, 5) : "";
+    return h("td", { class: "td-col-created", testid: "created", title: fmtDateTime(iso, { seconds: true }) },
+      year ? h("span", { class: "td-year", text: year }) : null, text.slice(year.length));
   }
 
   function tick() {

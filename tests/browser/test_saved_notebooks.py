@@ -96,7 +96,7 @@ def test_after_a_kernel_restart_the_old_views_say_stale_and_offer_no_actions(lab
 
         page.locator(".lm-MenuBar-itemLabel", has_text="Kernel").first.click()
         page.locator(".lm-Menu-itemLabel", has_text="Restart Kernel…").first.click()
-        page.locator(".jp-Dialog").get_by_role("button", name="Restart").click()
+        page.locator(".jp-Dialog .jp-Dialog-button.jp-mod-accept").click()
 
         stale = runs.locator("[data-testid=stale]")
         page.wait_for_function("el => el.textContent.includes('kernel that has stopped')", arg=stale.element_handle(), timeout=30_000)

@@ -195,3 +195,20 @@ def test_the_kernel_sorts_and_filters_as_the_view_does():
         got = visible_rows(spec["rows"], case["sort"], case["descending"], case.get("status", "all"), case.get("text", ""),
                            datetime.fromisoformat(case["now"]))
         assert names(got) == case["expect"], case
+
+
+def test_a_running_runs_new_loss_does_not_rewrite_the_snapshot_but_its_end_does(browser, fake):
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
+
+    InteractiveShell.instance()
+    with capture_output():
+        browser._ipython_display_()
+    with capture_output() as updates:
+        fake.point("new", 1, "train/loss", 2.0)
+        browser.refresh()
+        new = next(r for r in browser.table.rows if r["name"] == "new")
+        assert new["train_loss"] == 2.0 and updates.outputs == []  # the table has it, the snapshot waits
+        fake.set_status("new", RunStatus.COMPLETED)
+        browser.refresh()
+    assert len(updates.outputs) == 1 and "train 2 " in updates.outputs[0].data["text/plain"]

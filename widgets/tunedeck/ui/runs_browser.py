@@ -37,6 +37,7 @@ STATUS_FILTERS = {
     "FAILED": {"FAILED"},
     "STOPPED": {"STOPPED"},
 }
+ENDED = {"COMPLETED", "FAILED", "STOPPED"}
 SORT_KEYS = ("created", "name", "status", "duration", "train_loss", "eval_loss", "model")
 TEXT_FIELDS = ("name", "model", "task_type", "registered_model", "status")
 
@@ -228,10 +229,15 @@ class RunsBrowser(_snapshot.SnapshotDisplay, w.VBox):
         self._maybe_refresh_snapshot()
 
     def _maybe_refresh_snapshot(self) -> None:
-        """Replace the saved snapshot when what it shows changed (not on every progress tick)."""
+        """Replace the saved snapshot when what it shows changed: a run came or went, changed status or
+        filter, or ended with its final losses. Not on every progress tick or loss of a running run, so a
+        saved notebook does not turn dirty every couple of seconds while a run trains."""
         t = self.table
-        key = ([(r["name"], r["status"], r["registered_model"], r["train_loss"], r["eval_loss"]) for r in t.rows],
-               t.sort, t.descending, t.status_filter, t.text_filter)
+        shown = [
+            (r["name"], r["status"], r["registered_model"], *((r["train_loss"], r["eval_loss"]) if r["status"] in ENDED else ()))
+            for r in t.rows
+        ]
+        key = (shown, t.sort, t.descending, t.status_filter, t.text_filter)
         if key != self._snapshot_key:
             self._snapshot_key = key
             self._refresh_snapshot()
