@@ -239,7 +239,9 @@ class TrainingForm(_snapshot.SnapshotDisplay, w.VBox):
             self._row("data_prep_cluster_id", "Data prep cluster", self.cluster_w),
             self._row("validate_inputs", "Validate inputs", self.validate_w),
         ])
-        self.evaluation_w = w.Accordion(children=[evaluation], titles=("Evaluation — eval data, eval prompts",), selected_index=None)
+        self.evaluation_w = w.Accordion(
+            children=[evaluation], titles=("Evaluation — eval data, eval prompts",), selected_index=None,
+        )
         self.advanced_w = w.Accordion(
             children=[advanced], titles=("Advanced — LoRA, context length, weights, experiment",), selected_index=None,
         )
