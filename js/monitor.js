@@ -331,7 +331,8 @@ function render({ model, el }) {
     if (m.experiment_path) bits.push(["experiment ", h("code", { text: m.experiment_path }), m.experiment_id ? ` (id ${m.experiment_id})` : ""]);
     if (m.run_id) bits.push(["run ", h("code", { testid: "results-mlflow-run", text: m.run_id })]);
     if (m.model_version) bits.push(["model version ", h("code", { testid: "results-mlflow-version", text: m.model_version })]);
-    setChildren(resultsMlflow, bits.length ? ["MLflow: ", bits.map((b, i) => (i ? [" · ", b] : b))] : "");
+    const open = m.run_id ? [" · ", h("button", { class: "td-btn", testid: "open-mlflow", title: "MLflow's UI, served by the tunedeck service", onclick: openMlflow, text: "Open in MLflow" })] : "";
+    setChildren(resultsMlflow, bits.length ? ["MLflow: ", bits.map((b, i) => (i ? [" · ", b] : b)), open] : "");
     const points = r.checkpoints || [];
     setChildren(resultsCheckpoints, points.length
       ? [h("span", { class: "td-results-label", text: `Checkpoints (${points.length}): ` }),
@@ -414,8 +415,20 @@ function render({ model, el }) {
   }
 
   // -- wiring -----------------------------------------------------------------------------------
+  // "Open in MLflow": a window opened on the click (no popup blocker), sent to the URL the kernel answers
+  let mlflowWindow = null;
+  function openMlflow() {
+    mlflowWindow = window.open("", "_blank");
+    model.send({ kind: "open-mlflow", view: me });
+  }
   const onMessage = (msg) => {
     if (!msg || typeof msg !== "object") return;
+    if (msg.kind === "open" && msg.view === me && typeof msg.url === "string" && /^https?:\/\//.test(msg.url)) {
+      if (mlflowWindow && !mlflowWindow.closed) { mlflowWindow.opener = null; mlflowWindow.location.href = msg.url; }
+      else window.open(msg.url, "_blank", "noopener");
+      mlflowWindow = null;
+      return;
+    }
     if (msg.kind === "delta" || (msg.kind === "missing" && msg.view === me)) merge(msg.events, msg.metrics);
   };
   const onSummary = () => { cancelling = cancelling && !TERMINAL.has(summary().status); drawHead(); };

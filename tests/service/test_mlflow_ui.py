@@ -80,8 +80,13 @@ def test_the_ui_shows_the_runs_loss_in_a_browser(trained):
         pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 
+    from tunedeck.client.http import ServiceClient
+    from tunedeck.links import run_fragment
+
     service, run = trained
-    url = f"{service.url}/mlflow/?token={service.token}#/experiments/{run['mlflow_experiment_id']}/runs/{run['mlflow_run_id']}"
+    # what tunedeck.mlflow_url(run) and the monitor's "Open in MLflow" open
+    url = ServiceClient(service.url, service.token).mlflow_ui_url(run_fragment(run["mlflow_experiment_id"], run["mlflow_run_id"]))
+    assert url == f"{service.url}/mlflow/?token={service.token}#/experiments/{run['mlflow_experiment_id']}/runs/{run['mlflow_run_id']}"
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:

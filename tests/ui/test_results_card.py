@@ -151,3 +151,27 @@ def test_try_it_reports_a_refused_prompt_in_the_box(fake, sent):
         assert mon.tryit["prompt"] == " " and mon.tryit["checkpoint"] == "registered"
     finally:
         mon.close()
+
+
+def test_open_in_mlflow_sends_the_run_page_to_the_view_that_asked_and_keeps_no_token(home, monkeypatch):
+    """The URL carries the service's token: it goes to the asking view in a message, never into the
+    widget's synced state (which a saved notebook keeps)."""
+    import tunedeck.client
+
+    class LinkClient(CheckpointsClient):
+        def mlflow_ui_url(self, fragment: str = "") -> str:
+            return "http://127.0.0.1:9/mlflow/?token=SECRET" + (f"#{fragment}" if fragment else "")
+
+    fake = LinkClient()
+    sent: list[dict] = []
+    monkeypatch.setattr(tunedeck.client, "get_client", lambda: fake)
+    monkeypatch.setattr(RunMonitor, "send", lambda self, content, buffers=None: sent.append(content))
+    fake.add_run("r1", RunStatus.COMPLETED, mlflow_experiment_id="7", mlflow_run_id="abc123", experiment_path="/Users/me/r1")
+    mon = RunMonitor("r1", poll_seconds=3600)
+    try:
+        mon._on_view_message(mon, {"kind": "open-mlflow", "view": "v2"}, None)
+        assert sent[-1] == {"kind": "open", "view": "v2", "url": "http://127.0.0.1:9/mlflow/?token=SECRET#/experiments/7/runs/abc123"}
+        state = mon.get_state()
+        assert "SECRET" not in repr(state)
+    finally:
+        mon.close()

@@ -48,6 +48,7 @@ __all__ = [
     "exceptions",
     "form",
     "foundation_model",
+    "mlflow_url",
     "monitor",
     "runs",
     "try_it",
@@ -81,6 +82,14 @@ def try_it(run, prompt, checkpoint=None, **options) -> str:
     from tunedeck.tryit import try_it as _try_it
 
     return _try_it(run, prompt, checkpoint, **options)
+
+
+def mlflow_url(run=None) -> str:
+    """MLflow's UI on the service (a run's page, or the experiments list), to open in a browser; it
+    carries the service's token, so open it rather than share it. See tunedeck.links."""
+    from tunedeck.links import mlflow_url as _mlflow_url
+
+    return _mlflow_url(run)
 
 
 def _show_monitor(run) -> bool:

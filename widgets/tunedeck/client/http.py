@@ -18,7 +18,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import requests
 from urllib3.exceptions import NewConnectionError
@@ -206,6 +206,12 @@ class ServiceClient:
 
     def health(self) -> dict[str, Any]:
         return self._request("GET", "/api/health", timeout=5)
+
+    def mlflow_ui_url(self, fragment: str = "") -> str:
+        """MLflow's UI on the service, for a browser: it carries the token (the service then keeps it in
+        an HttpOnly cookie), so it is opened, not shared or saved."""
+        token = str(self._session.headers.get("Authorization", ""))[len("Bearer "):]
+        return f"{self.url}/mlflow/?token={quote(token, safe='')}" + (f"#{fragment}" if fragment else "")
 
     def generate(self, name: str, prompt: str, checkpoint: str | None = None, *, max_new_tokens: int = 128,
                  temperature: float = 0.0, timeout: float = GENERATE_TIMEOUT) -> Iterator[dict[str, Any]]:

@@ -14,6 +14,8 @@ Kernel and browser speak in deltas:
   so order does not matter;
 * the view asks to cancel with ``{"kind": "cancel"}`` (after its own confirmation);
 * ``results`` (the results card, ``_results.results_card``) is set once, when the run is seen COMPLETED;
+* "Open in MLflow": the view sends ``{"kind": "open-mlflow", "view"}`` and gets ``{"kind": "open",
+  "view", "url"}`` back (the URL carries the token, so it is never kept in the widget's state);
 * Try it: the view sends ``{"kind": "try", "prompt", "checkpoint", "max_new_tokens"}`` (or ``{"kind":
   "try-stop"}``); a kernel thread asks the service (``ServiceClient.generate``: the model runs in the
   service's helper process, never in this kernel) and streams the answer into the synced ``tryit``
@@ -34,6 +36,7 @@ import anywidget
 import traitlets
 
 from tunedeck.errors import InvalidInputError, RunNotFoundError, TunedeckError
+from tunedeck.links import run_fragment
 from tunedeck.types import TrainingRun
 from tunedeck.ui import _snapshot, _static
 from tunedeck.ui._poller import Poller
@@ -257,6 +260,14 @@ class RunMonitor(_snapshot.SnapshotDisplay, anywidget.AnyWidget):
             checkpoints = []
         self.results = results_card(summary, checkpoints, self.tracker.generations())
 
+    def mlflow_url(self) -> str:
+        """This run's page in MLflow's UI on the service (tunedeck.links)."""
+        mlflow = self.results.get("mlflow") or {}
+        summary = self.tracker.summary()
+        fragment = run_fragment(mlflow.get("experiment_id") or summary.get("mlflow_experiment_id"),
+                                mlflow.get("run_id") or summary.get("mlflow_run_id"))
+        return self._get_client().mlflow_ui_url(fragment)
+
     # -- Try it -----------------------------------------------------------------------------------
     def _try(self, job: int, state: dict[str, Any], max_new_tokens: int, temperature: float) -> None:
         """The kernel thread of one Try it prompt: the service's events into the ``tryit`` traitlet."""
@@ -328,6 +339,8 @@ class RunMonitor(_snapshot.SnapshotDisplay, anywidget.AnyWidget):
                 self.tryit = {**self.tryit, "note": str(exc)}
         elif kind == "try-stop":
             self.stop_try_it()
+        elif kind == "open-mlflow":  # the URL carries the token: sent to the view that asked, never stored
+            self.send({"kind": "open", "view": content.get("view"), "url": self.mlflow_url()})
         elif kind == "close" and self._on_close_request is not None:
             self._on_close_request(self)
 
