@@ -204,6 +204,18 @@ class ServiceClient:
     def data_check(self, params: dict[str, Any]) -> dict[str, Any]:
         return self._request("POST", "/api/data-check", json=params, timeout=300)
 
+    def estimate(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Tokens per epoch, steps, time on this machine and peak memory of the run create(**params) would make."""
+        return self._request("POST", "/api/estimate", json=params, timeout=300)
+
+    def record_estimate(self, name: str, estimate: dict[str, Any]) -> dict[str, Any]:
+        """Keep the estimate run ``name`` was started with (its estimate-vs-actual line shows it)."""
+        return self._request("PUT", f"/api/runs/{name}/estimate", json={"estimate": estimate})
+
+    def run_estimate(self, name: str) -> dict[str, Any]:
+        """Run ``name``'s recorded estimate, what it took once completed, and actual / estimated time."""
+        return self._request("GET", f"/api/runs/{name}/estimate")
+
     def health(self) -> dict[str, Any]:
         return self._request("GET", "/api/health", timeout=5)
 

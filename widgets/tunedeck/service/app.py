@@ -25,6 +25,7 @@ from tunedeck import config
 from tunedeck.errors import InvalidInputError, Problem, RunNotFoundError
 from tunedeck.inputs.validate import RunRequest
 from tunedeck.service.core import RunService
+from tunedeck.service.estimate import estimate_router
 from tunedeck.service.generate import Generator, GeneratorBusyError, helper_request
 from tunedeck.service.mlflow_ui import PREFIX, MlflowServer
 from tunedeck.service.schemas import (
@@ -223,6 +224,7 @@ def create_app(service: RunService, token: str, home: Path) -> FastAPI:
 
     app.include_router(runs)
     app.include_router(checks)
+    app.include_router(estimate_router(service))  # POST /api/estimate, PUT/GET /api/runs/{name}/estimate
     return app
 
 

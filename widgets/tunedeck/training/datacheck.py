@@ -171,7 +171,12 @@ def _stamp(folder: Path, gguf_file: str | None) -> tuple:
 
 def answer(request: dict[str, Any]) -> dict[str, Any]:
     """One request of the service's helper protocol: ``source`` (a DataSource as a dict), ``task_type``,
-    ``model_path``, ``gguf_file``, ``model_cache_dir``, ``context_length``."""
+    ``model_path``, ``gguf_file``, ``model_cache_dir``, ``context_length``; or, with ``"kind": "estimate"``,
+    the run estimate of training/probe.py (the same warm helper: transformers is already loaded)."""
+    if request.get("kind") == "estimate":
+        from tunedeck.training import probe
+
+        return probe.answer(request)
     try:
         source = DataSource(**request["source"])
         return data_check(
