@@ -146,6 +146,7 @@ function render({ model, el }) {
   const resultsMlflow = h("div", { class: "td-results-mlflow", testid: "results-mlflow" });
   const resultsCheckpoints = h("div", { class: "td-results-checkpoints", testid: "results-checkpoints" });
   const resultsGens = h("div", { class: "td-results-gens", testid: "results-generations" });
+  const resultsEstimate = h("div", { class: "td-results-estimate td-muted", testid: "results-estimate" });
   const tryPrompt = h("textarea", { class: "td-try-prompt", testid: "try-prompt", rows: "2", placeholder: "Ask the trained model something (Ctrl+Enter sends)",
     onkeydown: (e) => { if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); sendTry(); } } });
   const tryTarget = h("select", { class: "td-try-target", testid: "try-checkpoint", title: "which model answers: the registered version or a checkpoint" });
@@ -162,7 +163,7 @@ function render({ model, el }) {
     tryAnswer, tryStatus);
   const results = h("div", { class: "td-card td-results", testid: "results" },
     h("div", { class: "td-card-title" }, "Results"),
-    resultsModel, resultsMlflow, resultsCheckpoints, resultsGens, tryBox);
+    resultsModel, resultsMlflow, resultsEstimate, resultsCheckpoints, resultsGens, tryBox);
   results.style.display = "none";
   const root = h("div", { class: "td-root td-monitor" },
     h("div", { class: "td-head" }, name, badge, progressLine, clock, actions),
@@ -333,6 +334,8 @@ function render({ model, el }) {
     if (m.model_version) bits.push(["model version ", h("code", { testid: "results-mlflow-version", text: m.model_version })]);
     const open = m.run_id ? [" · ", h("button", { class: "td-btn", testid: "open-mlflow", title: "MLflow's UI, served by the tunedeck service", onclick: openMlflow, text: "Open in MLflow" })] : "";
     setChildren(resultsMlflow, bits.length ? ["MLflow: ", bits.map((b, i) => (i ? [" · ", b] : b)), open] : "");
+    // the estimate made before Start against what the run took (ui/_results.py estimate_vs_actual)
+    setChildren(resultsEstimate, r.estimate ? r.estimate.line : "");
     const points = r.checkpoints || [];
     setChildren(resultsCheckpoints, points.length
       ? [h("span", { class: "td-results-label", text: `Checkpoints (${points.length}): ` }),

@@ -106,6 +106,31 @@ class FakeClient:
     def validate(self, params: dict[str, Any]) -> list[Problem]:
         return []
 
+    # -- the estimate (service/estimate.py): canned answers, recorded per run as the service does --
+    estimate_result: dict[str, Any] = {
+        "ok": True, "seconds": 90.0, "tokens_per_epoch": 1200, "total_steps": 40, "tokens_per_second": 500.0,
+        "peak_memory_bytes": 2**30, "message": "~1,200 tokens/epoch, 40 steps, ~1m 30s on this machine "
+        "(measured 500 tok/s, probe took 1.2 s), peak ~1.0 GiB",
+    }
+
+    def estimate(self, params: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(("estimate", params))
+        return dict(self.estimate_result)
+
+    def record_estimate(self, name: str, estimate: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(("record_estimate", name))
+        self.recorded_estimates = {**getattr(self, "recorded_estimates", {}), name: estimate}
+        return self.run_estimate(name)
+
+    def run_estimate(self, name: str) -> dict[str, Any]:
+        if name not in self.runs:
+            raise RunNotFoundError(name)
+        estimate = getattr(self, "recorded_estimates", {}).get(name)
+        run = self.runs[name]
+        actual = ({"seconds": run.duration_seconds, "tokens_per_second": 450.0}
+                  if run.status is RunStatus.COMPLETED and run.duration_seconds is not None else None)
+        return {"estimate": estimate, "actual": actual}
+
 
 def invalid(*problems: tuple) -> InvalidInputError:
     return InvalidInputError([Problem(*p) for p in problems])

@@ -46,10 +46,40 @@ def generations_table(generations: list[dict[str, Any]]) -> dict[str, Any]:
     return {"checkpoints": names, "rows": rows}
 
 
-def results_card(summary: dict[str, Any], checkpoints: list[Any], generations: list[dict[str, Any]]) -> dict[str, Any]:
+def duration(seconds: float) -> str:
+    """1234 -> '20m 34s'; 45 -> '45s'; 7384 -> '2h 3m' (as the worker's events write durations)."""
+    s = max(0, round(float(seconds)))
+    h, rest = divmod(s, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h {m}m" if h else f"{m}m {s}s" if m else f"{s}s"
+
+
+def estimate_vs_actual(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """'estimated 1m 10s, took 1m 2s (-11%)' from GET /api/runs/{name}/estimate's answer (None without
+    a recorded estimate or before the run completed)."""
+    estimate, actual = (record or {}).get("estimate"), (record or {}).get("actual")
+    if not estimate or not actual or not estimate.get("seconds") or actual.get("seconds") is None:
+        return None
+    estimated, took = float(estimate["seconds"]), float(actual["seconds"])
+    off = round(100 * (took - estimated) / estimated)
+    sign = "+" if off > 0 else "\u00b1" if off == 0 else "\u2212"  # a minus sign, as the line is read, not a hyphen
+    line = f"estimated {duration(estimated)}, took {duration(took)} ({sign}{abs(off)}%)"
+    rate = estimate.get("tokens_per_second")
+    if rate and actual.get("tokens_per_second"):
+        line += f"; throughput estimated {_rate(rate)}, measured {_rate(actual['tokens_per_second'])}"
+    return {"estimated_seconds": estimated, "actual_seconds": took, "off_percent": off, "line": line}
+
+
+def _rate(tps: float) -> str:
+    return f"{tps:,.0f} tok/s" if tps >= 100 else f"{tps:.2g} tok/s"
+
+
+def results_card(summary: dict[str, Any], checkpoints: list[Any], generations: list[dict[str, Any]],
+                 estimate: dict[str, Any] | None = None) -> dict[str, Any]:
     """What the results card shows for a COMPLETED run ({} for any other): the registered version and
     its load line, the MLflow run and model version, the checkpoints, the eval generations side by side,
-    and the models Try it can ask (the registered version first, then the checkpoints newest first)."""
+    the models Try it can ask (the registered version first, then the checkpoints newest first), and
+    the estimate made before Start against what the run took (``estimate``: the service's record)."""
     if summary.get("status") != "COMPLETED":
         return {}
     name, version = summary.get("registered_model_name"), summary.get("registered_model_version")
@@ -75,6 +105,7 @@ def results_card(summary: dict[str, Any], checkpoints: list[Any], generations: l
         "checkpoints": points,
         "generations": generations_table(generations),
         "try_targets": targets,
+        "estimate": estimate_vs_actual(estimate),
     }
 
 

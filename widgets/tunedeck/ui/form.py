@@ -12,6 +12,7 @@ Task, Model or a path never leaves an old error behind. Start opens the new run'
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -104,6 +105,7 @@ class TrainingForm(_snapshot.SnapshotDisplay, w.VBox):
         self._models: dict[str, ModelInfo] = {}
         self._models_error: str | None = None
         self._validation: Validation | None = None
+        self._estimate: tuple[FormState, dict[str, Any]] | None = None  # the service's estimate and the state it is of
         self._build(defaults)
         super().__init__(children=self._layout())
         self.add_class("td-form")
@@ -186,6 +188,12 @@ class TrainingForm(_snapshot.SnapshotDisplay, w.VBox):
         self.start_w = w.Button(description="Start training", button_style="primary", icon="play")
         self.start_w.add_class("td-start")
         self.start_w.on_click(self._on_start_click)
+        self.estimate_w = w.Button(description="Estimate", icon="clock-o",
+                                   tooltip="tokens per epoch, steps, time on this machine and peak memory, before Start")
+        self.estimate_w.add_class("td-estimate")
+        self.estimate_w.on_click(lambda _: self.estimate())
+        self.estimate_out = w.HTML()
+        self.estimate_out.add_class("td-estimate-line")
         self.status_w = w.HTML()
         self.status_w.add_class("td-form-status")
         self.monitors = w.VBox()
@@ -265,7 +273,9 @@ class TrainingForm(_snapshot.SnapshotDisplay, w.VBox):
             self.advanced_w,
             self.preview,
             self._general,
-            w.HBox([self.start_w, self.status_w], layout=w.Layout(align_items="center", flex_flow="row wrap")),
+            w.HBox([self.start_w, self.estimate_w, self.status_w],
+                   layout=w.Layout(align_items="center", flex_flow="row wrap")),
+            self.estimate_out,
             self.monitors,
         ]
 
@@ -328,8 +338,40 @@ class TrainingForm(_snapshot.SnapshotDisplay, w.VBox):
             except Exception as exc:  # noqa: BLE001 - shown under the field
                 results[name] = {"ok": False, "problems": [{"field": name, "message": _snapshot.describe(exc)}]}
         self._reports += [Report(state, "check", field=name, result=result) for name, result in results.items()]
-        self._refresh()
+        v = self._refresh()
+        if all(r.get("ok") for r in results.values()) and not v.issues and not v.left_out:
+            self.estimate()  # the data are fine: say what the run will cost
         return results
+
+    def estimate(self) -> dict[str, Any] | None:
+        """Estimate: tokens per epoch, steps, time on this machine (measured throughput) and peak memory of
+        the run Start would create, from the service (POST /api/estimate); shown under Start until a field
+        changes. None when the form has problems or the service could not estimate."""
+        from tunedeck.client import get_client
+
+        v = self._refresh()
+        if v.issues or v.left_out:
+            self.estimate_out.value = _note("fix the fields marked in red to get an estimate", error=True)
+            return None
+        state = self.state()
+        self.estimate_out.value = _note("estimating (the first time for a model: a few training steps to time)…")
+        try:
+            result = get_client().estimate(_wire(v.params)) or {}
+        except Exception as exc:  # noqa: BLE001 - shown under Start
+            result = {"ok": False, "message": _snapshot.describe(exc)}
+        if not result.get("ok"):
+            self._estimate = None
+            self.estimate_out.value = _note(f"no estimate: {result.get('message') or 'the service gave none'}", error=True)
+            return None
+        self._estimate = (_unforced(state), result)
+        self._refresh()
+        return result
+
+    def current_estimate(self) -> dict[str, Any] | None:
+        """The last estimate, if the form has not changed since."""
+        if self._estimate is None or self._estimate[0] != _unforced(self.state()):
+            return None
+        return self._estimate[1]
 
     def apply_fix(self, fix: Fix) -> None:
         """A one-click fix: set the field it names (the form re-checks everything from there)."""
@@ -360,6 +402,14 @@ class TrainingForm(_snapshot.SnapshotDisplay, w.VBox):
             self.start_w.disabled = False
         self.run = run
         self._started_at = time.monotonic()
+        estimate = self.current_estimate()
+        if estimate is not None:  # kept with the run: its results card shows estimate vs actual
+            from tunedeck.client import get_client
+
+            try:
+                get_client().record_estimate(run.name, estimate)
+            except Exception:  # noqa: BLE001 - the run started; only its estimate-vs-actual line is lost
+                pass
         self.monitor = RunMonitor(run, closable=True, on_close_request=self._close_monitor)
         # The form's own snapshot is not refreshed when the run ends: that would re-render the form under
         # the user's cursor. Displaying the run (or its monitor) gives the final snapshot.
@@ -466,6 +516,12 @@ class TrainingForm(_snapshot.SnapshotDisplay, w.VBox):
         else:
             self.status_w.value = self._note
         self.preview.code = self.code(v)
+        if self._estimate is not None:
+            estimate = self.current_estimate()
+            self.estimate_out.value = (
+                _note(str(estimate.get("message", ""))) if estimate is not None
+                else _note("the form changed since the estimate: Estimate again")
+            )
         return v
 
     def _show_fixes(self, field: str, fixes: tuple[Fix, ...]) -> None:
@@ -559,6 +615,25 @@ def _split_duration(text: Any) -> tuple[str, str]:
         if s.endswith(unit):
             return s[: -len(unit)].strip().replace("_", ""), unit
     return s, "ep"
+
+
+def _unforced(state: FormState) -> FormState:
+    """The state an estimate is of (pressing Start changes no field)."""
+    return dataclasses.replace(state, strict=False)
+
+
+def _wire(params: dict[str, Any]) -> dict[str, Any]:
+    """create()'s keyword arguments as create() sends them (absolute paths, the adapter as a dict)."""
+    out = dict(params)
+    out["model"] = fm._model_path(out["model"])
+    for name in ("train_data_path", "eval_data_path"):
+        if out.get(name):
+            out[name] = fm._data_path(out[name])
+    if out.get("custom_weights_path"):
+        out["custom_weights_path"] = fm._weights_path(out["custom_weights_path"])
+    if "adapter" in out:
+        out["adapter"] = fm._adapter(out["adapter"])
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def _note(text: str, error: bool = False) -> str:

@@ -258,7 +258,11 @@ class RunMonitor(_snapshot.SnapshotDisplay, anywidget.AnyWidget):
             checkpoints = self._get_client().checkpoints(self.run_name)
         except (AttributeError, TunedeckError):  # a client without checkpoints, or the run just deleted
             checkpoints = []
-        self.results = results_card(summary, checkpoints, self.tracker.generations())
+        try:
+            estimate = self._get_client().run_estimate(self.run_name)
+        except (AttributeError, TunedeckError):  # a client without estimates, or the run just deleted
+            estimate = None
+        self.results = results_card(summary, checkpoints, self.tracker.generations(), estimate)
 
     def mlflow_url(self) -> str:
         """This run's page in MLflow's UI on the service (tunedeck.links)."""
@@ -366,6 +370,8 @@ class RunMonitor(_snapshot.SnapshotDisplay, anywidget.AnyWidget):
             lines.append("  checkpoints: " + ", ".join(names))
         if card.get("mlflow", {}).get("run_id"):
             lines.append(f"  MLflow run {card['mlflow']['run_id']}")
+        if card.get("estimate"):
+            lines.append(f"  {card['estimate']['line']}")
         answer = self.tryit
         if answer.get("prompt") and answer.get("state") in ("done", "stopped"):
             lines.append(f"  Try it ({answer.get('checkpoint')}): {answer['prompt']!r} -> {answer.get('text', '')!r}")
@@ -430,6 +436,8 @@ class RunMonitor(_snapshot.SnapshotDisplay, anywidget.AnyWidget):
                f"model version {esc(mlflow['model_version'])}" if mlflow.get("model_version") else ""]
         if any(ids):
             parts.append(f"<div>MLflow {' · '.join(i for i in ids if i)}</div>")
+        if card.get("estimate"):
+            parts.append(f"<div>{esc(card['estimate']['line'])}</div>")
         if card.get("checkpoints"):
             parts.append(_snapshot.table(
                 ["checkpoint", "epoch", "step", "saved"],
