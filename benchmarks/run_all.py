@@ -28,6 +28,7 @@ SCRIPTS = [
     ("hardware", "FLOP/s vs fp32 matmul peak"),
     ("memory", "peak memory vs floor"),
     ("scale", "0.5B-7B Llama, full and LoRA, vs bare loops"),
+    ("estimate", "estimate before Start vs the demo run's actual time"),
     ("faults", "service and worker kill -9 cycles, cancel in each phase"),
 ]
 
@@ -61,6 +62,13 @@ def headlines(name: str, f: dict) -> list[list[str]]:
                 for r in f["runs"]]
     if name == "scale":
         return scale_headlines(f)
+    if name == "estimate":
+        first, last = f["rounds"][0], f["rounds"][-1]
+        rows = [[f"demo ({f['model']}): actual / estimated time, first estimate (probe)", f"{first['ratio']:.2f}x", "0.7x-1.3x"]]
+        if len(f["rounds"]) > 1:
+            rows.append([f"... after {len(f['rounds']) - 1} run(s) taught the cache", f"{last['ratio']:.2f}x", "0.7x-1.3x"])
+        rows.append(["tokens/epoch and steps, estimate = worker", "yes" if f["exact_plan"] else "no", "yes"])
+        return rows
     if name == "faults":
         s, w, c = f["service_kills"], f["worker_kills"], f["cancel"]
         worst = max(w["final_loss_diff_pct"], default=float("nan"))

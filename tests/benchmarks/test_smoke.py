@@ -17,7 +17,7 @@ import pytest
 from tests.helpers import ISOLATED_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPTS = ["client_service", "packing", "overhead", "vs_trl", "hardware", "memory", "scale"]
+SCRIPTS = ["client_service", "packing", "overhead", "vs_trl", "hardware", "memory", "scale", "estimate"]
 
 pytestmark = pytest.mark.bench_smoke
 
