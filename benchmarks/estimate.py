@@ -96,6 +96,9 @@ def _stop_service(home: Path) -> None:
 def main() -> None:
     args = parse_args(__doc__, [(("--rounds",), {"type": int, "default": 2, "help": "runs estimated and made (default 2)"})])
     with isolated_home("tunedeck-bench-estimate-") as home:
+        # the first estimate of SmolLM2 converts its GGUF file once (as the first run would): past the
+        # data check's default 120 s on this busy machine
+        os.environ.setdefault("TUNEDECK_DATA_CHECK_TIMEOUT", "900")
         try:
             figures = measure(args.quick, max(1, args.rounds), home)
         finally:
