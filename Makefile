@@ -26,6 +26,14 @@ $(VENV)/.installed: pyproject.toml $(VENV)/.installed-demo
 
 install: $(VENV)/.installed
 
+# The official client (databricks-genai 1.1.8) in its own venv: its pins (mlflow<=2.20.2, datasets<=3.2,
+# databricks-sdk<0.43) conflict with ours; tests/compat runs it, unmodified, against a tunedeck service
+GENAI_VENV ?= .venv-genai
+$(GENAI_VENV)/.installed:
+	python3 -m venv $(GENAI_VENV)
+	$(GENAI_VENV)/bin/python -m pip --disable-pip-version-check -q install databricks-genai==1.1.8
+	touch $@
+
 demo: $(VENV)/.installed-demo
 	$(VENV)/bin/tunedeck demo
 
@@ -38,7 +46,7 @@ lint: install
 browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 
-test: lint browser
+test: lint browser $(GENAI_VENV)/.installed
 	$(PY) -m pytest
 
 bench: install

@@ -27,6 +27,7 @@ from tunedeck.inputs.validate import RunRequest
 from tunedeck.service.core import RunService
 from tunedeck.service.estimate import estimate_router
 from tunedeck.service.generate import Generator, GeneratorBusyError, helper_request
+from tunedeck.service.graphql_api import graphql_router
 from tunedeck.service.mlflow_ui import PREFIX, MlflowServer
 from tunedeck.service.schemas import (
     DataCheckRequest,
@@ -225,6 +226,7 @@ def create_app(service: RunService, token: str, home: Path) -> FastAPI:
     app.include_router(runs)
     app.include_router(checks)
     app.include_router(estimate_router(service))  # POST /api/estimate, PUT/GET /api/runs/{name}/estimate
+    app.include_router(graphql_router(service))  # the official client's protocol (GraphQL, SCIM Me): service/graphql_api.py
     return app
 
 

@@ -1,0 +1,119 @@
+"""Drives the unmodified official client (databricks-genai, ``databricks.model_training``) against a
+tunedeck service; run by tests/compat/test_official_client.py with the official client's own venv
+(.venv-genai/bin/python), never imported by the test suite.
+
+    DATABRICKS_HOST=<service url> DATABRICKS_TOKEN=<token> python official_client_script.py TRAIN_PATH OUT.json
+
+Writes what each call answered to OUT.json (the test asserts on it); a call that raises is recorded
+as {"error": <type>, "message": <str>} so the test can say which call failed and how.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import traceback
+from datetime import datetime, timedelta, timezone
+
+from databricks.model_training import foundation_model as fm
+from databricks.model_training.types import TrainingRun
+from databricks.model_training.types.run_status import RunStatus
+
+TRAIN_PATH, OUT = sys.argv[1], sys.argv[2]
+results: dict = {}
+
+
+def record(step: str, fn):
+    started = time.monotonic()
+    try:
+        value = fn()
+    except Exception as exc:  # recorded: the test names the step that failed
+        results[step] = {"error": type(exc).__name__, "message": str(exc), "trace": traceback.format_exc()[-3000:]}
+        value = None
+    else:
+        results[step] = value if not isinstance(value, TrainingRun) else describe(value)
+    results.setdefault("seconds", {})[step] = round(time.monotonic() - started, 2)
+    with open(OUT, "w") as out:
+        json.dump(results, out, indent=2, default=str)
+    print(f"{step}: {json.dumps(results[step], default=str)[:300]}", flush=True)
+    return value
+
+
+def describe(run: TrainingRun) -> dict:
+    return {
+        "type": type(run).__name__, "name": run.name, "status": run.status.value, "created_by": run.created_by,
+        "model": run.model, "train_data_path": run.train_data_path, "register_to": run.register_to,
+        "task_type": run.task_type, "training_duration": run.training_duration, "learning_rate": run.learning_rate,
+        "submitted_experiment_path": run.submitted_experiment_path, "experiment_id": run.experiment_id,
+        "run_id": run.run_id, "save_folder": run.save_folder, "details": run.details,
+        "created_at": run.created_at, "started_at": run.started_at, "completed_at": run.completed_at,
+        "events": None if run.events is None else [e.type for e in run.events],
+        "submitted_config_model": None if run.submitted_config is None else run.submitted_config.model,
+    }
+
+
+def names(runs) -> list[str]:
+    return [r.name for r in runs]
+
+
+models = record("get_models", lambda: [{"name": m.name, "display_name": m.display_name,
+                                        "max_context_length": m.max_context_length} for m in fm.get_models()])
+
+common = dict(model="tiny", register_to="main.compat.tiny", task_type="INSTRUCTION_FINETUNE", learning_rate=3e-3,
+              validate_inputs=False)
+run = record("create", lambda: fm.create(train_data_path=TRAIN_PATH, training_duration="30ba", **common))
+if run is None:
+    sys.exit(1)
+record("get", lambda: fm.get(run.name))
+record("get_by_object", lambda: fm.get(run))
+
+events = record("get_events_follow", lambda: [{"type": e.type, "message": e.message, "terminal": e.is_terminal_state()}
+                                              for e in fm.get_events(run, follow=True)])
+done = record("get_completed", lambda: fm.get(run.name))
+record("run_get_events", lambda: [e.type for e in run.get_events()])
+record("refresh", lambda: run.refresh().status.value)
+
+# a second run, to cancel while it trains
+long_run = record("create_second", lambda: fm.create(train_data_path=TRAIN_PATH, training_duration="5000ba", **common))
+if long_run is not None:
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and fm.get(long_run.name).status not in (RunStatus.RUNNING, RunStatus.FAILED):
+        time.sleep(1)
+    record("second_status_before_cancel", lambda: fm.get(long_run.name).status.value)
+    record("cancel", lambda: fm.cancel(long_run))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not fm.get(long_run.name).status.is_terminal():
+        time.sleep(1)
+    record("get_cancelled", lambda: fm.get(long_run.name))
+    record("cancel_again", lambda: long_run.cancel())
+    record("cancelled_events", lambda: [e.type for e in fm.get_events(long_run.name)])
+
+# list, with each of the client's filters
+record("list_all", lambda: names(fm.list()))
+record("list_by_name", lambda: names(fm.list(training_runs=[run.name])))
+record("list_by_status", lambda: names(fm.list(statuses=[RunStatus.COMPLETED])))
+record("list_by_status_str", lambda: names(fm.list(statuses=["STOPPED"])))
+if done is not None:
+    record("list_by_experiment", lambda: names(fm.list(experiment_id=done.experiment_id)))
+record("list_by_user", lambda: names(fm.list(user_emails=[run.created_by])))
+record("list_by_other_user", lambda: names(fm.list(user_emails=["nobody@example.com"])))
+record("list_before_2000", lambda: names(fm.list(before="2000-01-01")))
+record("list_after_yesterday", lambda: names(fm.list(after=datetime.now(timezone.utc) - timedelta(days=1))))
+record("list_without_details", lambda: [(r.name, r.model) for r in fm.list(include_details=False)])
+
+
+def pages():
+    first = fm.list(limit=1)
+    second = first.next_page()
+    return {"first": names(first), "first_has_next": first.has_next_page,
+            "second": names(second), "second_has_next": second.has_next_page}
+
+
+record("list_pages", pages)
+
+# errors through the client
+record("create_invalid", lambda: fm.create(train_data_path=TRAIN_PATH, training_duration="5 lightyears", **common))
+record("get_unknown", lambda: fm.get("no-such-run"))
+record("get_events_unknown", lambda: fm.get_events("no-such-run"))
+print("done", flush=True)

@@ -1,0 +1,199 @@
+"""The official client, unmodified, against a real tunedeck service (issue 10, wire compatibility).
+
+``databricks-genai==1.1.8`` (package ``databricks.model_training``) lives in its own venv,
+``.venv-genai`` (its pins conflict with tunedeck's: ``make .venv-genai/.installed`` builds it; ``make
+test`` does so first). tests/compat/official_client_script.py runs in that venv with
+``DATABRICKS_HOST`` / ``DATABRICKS_TOKEN`` set to a real ``python -m tunedeck.service`` that trains a
+tiny model, and records what each call answered; the tests below assert on those answers, one
+client call (or family of calls) per test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import requests
+
+from benchmarks._service import ServiceProcess
+from tests.helpers import ISOLATED_ENV, PAIRS, write_jsonl
+
+pytestmark = [pytest.mark.e2e]
+
+ROOT = Path(__file__).resolve().parents[2]
+GENAI_PYTHON = ROOT / ".venv-genai" / "bin" / "python"
+BUILD = "make .venv-genai/.installed  (python3 -m venv .venv-genai && .venv-genai/bin/pip install databricks-genai==1.1.8)"
+SCRIPT = Path(__file__).with_name("official_client_script.py")
+VOLUME_PATH = "/Volumes/main/compat/data/train.jsonl"  # the client's form; dbfs:/Volumes/... the same
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    """A real service whose models folder holds the tiny model, with the training data in a volume."""
+    from tunedeck.training.tiny import build_tiny_model
+
+    tmp = tmp_path_factory.mktemp("compat")
+    home = tmp / "home"
+    saved = {k: os.environ.get(k) for k in (*ISOLATED_ENV, "TUNEDECK_HOME", "HF_HUB_OFFLINE")}
+    for var in ISOLATED_ENV:
+        os.environ.pop(var, None)
+    os.environ.update(TUNEDECK_HOME=str(home), HF_HUB_OFFLINE="1", TUNEDECK_VOLUMES=str(tmp / "volumes"))
+    build_tiny_model(home / "models" / "tiny", [t for p in PAIRS for t in p])
+    write_jsonl(tmp / "volumes" / VOLUME_PATH.removeprefix("/Volumes/"), [{"prompt": p, "response": r} for p, r in PAIRS])
+    svc = ServiceProcess(home)
+    try:
+        yield svc
+    finally:
+        svc.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture(scope="module")
+def answers(service, tmp_path_factory) -> dict:
+    """What each official-client call answered (tests/compat/official_client_script.py)."""
+    if not GENAI_PYTHON.exists():
+        pytest.skip(f"the official client's venv is missing: {BUILD}")
+    probe = subprocess.run([str(GENAI_PYTHON), "-c", "import databricks.model_training"], capture_output=True, text=True)
+    if probe.returncode:
+        pytest.skip(f"databricks-genai is not importable in .venv-genai ({probe.stderr.strip()[-200:]}): {BUILD}")
+    out = tmp_path_factory.mktemp("client") / "answers.json"
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(out.parent),  # no ~/.databrickscfg: the client reads only the two variables below
+        "DATABRICKS_HOST": service.url,
+        "DATABRICKS_TOKEN": service.token,
+        "PYTHONUNBUFFERED": "1",
+    }
+    proc = subprocess.run([str(GENAI_PYTHON), str(SCRIPT), f"dbfs:{VOLUME_PATH}", str(out)], env=env,
+                          capture_output=True, text=True, timeout=540)
+    assert out.exists(), f"the client script wrote nothing (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    result = json.loads(out.read_text())
+    result["_log"] = proc.stdout[-4000:] + proc.stderr[-4000:]
+    return result
+
+
+def ok(answers: dict, step: str):
+    """The step's answer, failing with the client's error (type, message, trace) when it raised."""
+    assert step in answers, f"the script never reached {step!r}:\n{answers['_log']}"
+    value = answers[step]
+    assert not (isinstance(value, dict) and "error" in value and "trace" in value), (
+        f"{step} raised {value['error']}: {value['message']}\n{value['trace']}")
+    return value
+
+
+def failed(answers: dict, step: str) -> dict:
+    value = answers.get(step)
+    assert isinstance(value, dict) and "error" in value, f"{step} was expected to fail, answered {value!r}"
+    return value
+
+
+def test_get_models_lists_the_services_models(answers):
+    models = ok(answers, "get_models")
+    tiny = [m for m in models if m["name"] == "tiny"]
+    assert tiny and tiny[0]["display_name"] == "tiny" and tiny[0]["max_context_length"] > 0
+
+
+def test_create_with_the_clients_defaults_names_the_experiment_after_the_scim_user(answers, service):
+    """No experiment_path: the client asks SCIM Me for the user and sends /Users/<user>/{}; the run is
+    created by that user, its experiment named after the run."""
+    import getpass
+
+    run = ok(answers, "create")
+    assert run["type"] == "TrainingRun" and run["status"] in ("PENDING", "QUEUED", "STARTING", "RUNNING")
+    assert run["created_by"] == getpass.getuser()
+    assert run["submitted_experiment_path"] == f"/Users/{getpass.getuser()}/{run['name']}"
+    assert run["model"] == "tiny" and run["register_to"] == "main.compat.tiny"
+    assert run["train_data_path"] == f"dbfs:{VOLUME_PATH}" and run["training_duration"] == "30ba"
+    assert answers["seconds"]["create"] < 10, "createFinetune must answer within the client's 10 s"
+    assert service.run(run["name"])["created_by"] == getpass.getuser()  # the same run through the REST API
+
+
+def test_get_answers_the_run_with_its_details(answers):
+    created, got = ok(answers, "create"), ok(answers, "get")
+    assert got["name"] == created["name"] and got["submitted_config_model"] == "tiny"
+    assert got["events"] and got["events"][0] == "CREATED"
+    assert ok(answers, "get_by_object")["name"] == created["name"]
+
+
+def test_get_events_follow_ends_with_completed_and_the_run_is_registered(answers, service):
+    events = ok(answers, "get_events_follow")
+    assert events[-1]["type"] == "COMPLETED" and events[-1]["terminal"]
+    assert not any(e["terminal"] for e in events[:-1])
+    assert {"CREATED", "STARTED", "TRAIN_FINISHED"} <= {e["type"] for e in events}
+    done = ok(answers, "get_completed")
+    assert done["status"] == "COMPLETED" and done["completed_at"] and done["started_at"]
+    assert done["experiment_id"] and done["run_id"]  # MLflow's ids, as the client reads them
+    assert done["learning_rate"] == pytest.approx(3e-3)
+    record = service.run(done["name"])
+    assert record["registered_model_version"] and record["mlflow_run_id"] == done["run_id"]
+    assert ok(answers, "run_get_events")[-1] == "COMPLETED"
+    assert ok(answers, "refresh") == "COMPLETED"
+
+
+def test_cancel_stops_a_training_run_and_a_second_cancel_finds_nothing(answers, service):
+    second = ok(answers, "create_second")
+    assert ok(answers, "second_status_before_cancel") == "RUNNING"
+    assert ok(answers, "cancel") == 1
+    cancelled = ok(answers, "get_cancelled")
+    assert cancelled["status"] == "STOPPED"
+    assert ok(answers, "cancel_again") == 0  # the client's "No active runs found to cancel."
+    assert ok(answers, "cancelled_events")[-1] == "STOPPED"
+    assert service.run(second["name"])["status"] == "STOPPED"
+
+
+def test_list_with_each_filter(answers):
+    first, second = ok(answers, "create")["name"], ok(answers, "create_second")["name"]
+    assert ok(answers, "list_all") == [second, first]  # newest first
+    assert ok(answers, "list_by_name") == [first]
+    assert ok(answers, "list_by_status") == [first]
+    assert ok(answers, "list_by_status_str") == [second]
+    assert ok(answers, "list_by_experiment") == [first]  # each run has its own experiment
+    assert ok(answers, "list_by_user") == [second, first]
+    assert ok(answers, "list_by_other_user") == []
+    assert ok(answers, "list_before_2000") == []
+    assert ok(answers, "list_after_yesterday") == [second, first]
+    assert ok(answers, "list_without_details") == [[second, None], [first, None]]  # no details asked, none sent
+    pages = ok(answers, "list_pages")
+    assert pages == {"first": [second], "first_has_next": True, "second": [first], "second_has_next": False}
+
+
+def test_invalid_create_and_unknown_runs_are_clear_errors_through_the_client(answers):
+    bad = failed(answers, "create_invalid")
+    assert "training_duration" in bad["message"] and "lightyears" in bad["message"]
+    assert "Error 400" in bad["message"], bad  # extensions.code 400: the client does not retry it
+    unknown = failed(answers, "get_unknown")
+    assert unknown["error"] == "DatabricksGenAIResponseError" and "no-such-run" in unknown["message"]
+    events = failed(answers, "get_events_unknown")
+    assert "Error 404" in events["message"] and "no-such-run" in events["message"]
+
+
+# -- the protocol itself, without the client (runs even where .venv-genai is missing) --------------
+
+def test_the_graphql_endpoint_and_scim_need_the_token(service):
+    url = service.url + "/api/2.0/genai-mapi/graphql"
+    assert requests.post(url, json={"query": "{ getFinetuneConstants { models { name } } }"}, timeout=30).status_code == 401
+    assert requests.get(service.url + "/api/2.0/preview/scim/v2/Me", timeout=30).status_code == 401
+
+
+def test_scim_me_and_graphql_errors_carry_a_code(service):
+    import getpass
+
+    headers = {"Authorization": f"Bearer {service.token}"}
+    me = requests.get(service.url + "/api/2.0/preview/scim/v2/Me", headers=headers, timeout=30).json()
+    assert me["userName"] == getpass.getuser() and me["active"] is True
+    url = service.url + "/api/2.0/genai-mapi/graphql"
+    answer = requests.post(url, headers=headers, json={"query": "{ noSuchField }"}, timeout=30).json()
+    assert answer["errors"][0]["extensions"]["code"] == 400 and "noSuchField" in answer["errors"][0]["message"]
+    answer = requests.post(url, headers=headers, timeout=30, json={
+        "query": "mutation S($d: GetFinetunesInput!) { stopFinetunes(getFinetunesData: $d) { name } }",
+        "variables": {"d": {"filters": {}}}}).json()
+    assert answer["errors"][0]["extensions"]["code"] == 400 and "would cancel every run" in answer["errors"][0]["message"]
+    answer = requests.post(url, headers=headers, data=b"{not json", timeout=30).json()
+    assert answer["errors"][0]["extensions"]["code"] == 400

@@ -1,0 +1,412 @@
+"""The hosted service's protocol: the official client (``databricks-genai``, package
+``databricks.model_training``) pointed at tunedeck with ``DATABRICKS_HOST`` / ``DATABRICKS_TOKEN``.
+
+A second protocol adapter beside the REST one (``service/app.py``), over the same ``RunService``:
+
+- ``POST /api/2.0/genai-mapi/graphql``: the GraphQL operations the client sends (databricks-genai
+  1.1.8, ``api/foundation_model/*.py``): ``getFinetuneConstants`` (get_models), ``createFinetune``
+  (create), ``getFinetunesPaginated`` (get, list: filters, cursor, limit), ``getFinetuneEvents``
+  (get_events) and ``stopFinetunes`` (cancel). The schema is written in SDL below and executed by
+  graphql-core, the reference GraphQL implementation (parsing, validation, variables, errors).
+  Errors are GraphQL ``errors`` whose ``extensions.code`` is the HTTP status the client turns into its
+  ``MAPIException`` (400 bad input, 404 unknown run, 500 unexpected); never a status the client
+  retries (429, 502-504), since retrying cannot fix them.
+- ``GET /api/2.0/preview/scim/v2/Me``: the user, which ``create()`` asks for when no
+  ``experiment_path`` is given (it then sends ``/Users/<userName>/{}``; the run's name fills the
+  ``{}``, as the hosted service does).
+
+The bearer token is the app's (its ``require_token`` middleware covers every path).
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+from datetime import datetime, timezone
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from graphql import GraphQLError, build_schema, graphql_sync
+from starlette.concurrency import run_in_threadpool
+
+from tunedeck.errors import InvalidInputError, RunNotFoundError
+from tunedeck.inputs.validate import RunRequest
+from tunedeck.service.core import RunService
+from tunedeck.types import TrainingRun
+
+log = logging.getLogger(__name__)
+
+GRAPHQL_PATH = "/api/2.0/genai-mapi/graphql"
+SCIM_ME_PATH = "/api/2.0/preview/scim/v2/Me"
+# The client's save_folder; tunedeck saves each run under its own run folder instead (answered as saveFolder)
+REFERENCE_SAVE_FOLDER = "dbfs:/databricks/mlflow-tracking/{mlflow_experiment_id}/{mlflow_run_id}/artifacts"
+
+SDL = """
+scalar DateTime
+"Any JSON value (experimentTracker, dataPrepConfig)"
+scalar JSON
+
+type Query {
+  getFinetuneConstants: FinetuneConstants!
+  getFinetunesPaginated(getFinetunesPaginatedData: GetFinetunesPaginatedInput!): FinetunePage!
+  getFinetuneEvents(getFinetuneEventsData: GetFinetuneEventsInput!): [FinetuneEvent!]!
+}
+
+type Mutation {
+  createFinetune(createFinetuneData: CreateFinetuneInput!): Finetune!
+  "Cancels the matching runs that are still active; answers those it cancelled"
+  stopFinetunes(getFinetunesData: GetFinetunesInput!, stopFinetunesData: StopFinetunesInput): [Finetune!]!
+}
+
+type FinetuneConstants { models: [FinetuneModel!]! }
+type FinetuneModel { name: String! displayName: String! maxContextLength: Int! }
+
+type FinetunePage {
+  cursor: String
+  hasNextPage: Boolean!
+  finetunes: [Finetune!]!
+}
+
+type Finetune {
+  id: String!
+  name: String!
+  status: String!
+  createdById: String
+  createdByEmail: String
+  createdAt: DateTime!
+  updatedAt: DateTime!
+  startedAt: DateTime
+  completedAt: DateTime
+  reason: String
+  estimatedEndTime: DateTime
+  isDeleted: Boolean!
+  details: FinetuneDetails!
+}
+
+type FinetuneDetails {
+  model: String!
+  taskType: String!
+  trainDataPath: String!
+  saveFolder: String!
+  evalDataPath: String
+  evalPrompts: [String!]
+  trainingDuration: String
+  learningRate: Float
+  contextLength: Int
+  dataPrepConfig: JSON!
+  experimentTracker: JSON!
+  customWeightsPath: String
+  formattedFinetuningEvents: [FinetuneEvent!]!
+}
+
+type FinetuneEvent { eventType: String! eventTime: DateTime! eventMessage: String! }
+
+input StringFilter { equals: String, in: [String!] }
+input DateFilter { lt: DateTime, lte: DateTime, gt: DateTime, gte: DateTime }
+input FinetuneFilters { name: StringFilter, mlflowExperimentId: StringFilter, status: StringFilter, createdAt: DateFilter }
+input EntityInput { emails: [String!] }
+
+input GetFinetunesPaginatedInput {
+  filters: FinetuneFilters
+  includeDeleted: Boolean
+  limit: Int
+  cursor: String
+  entity: EntityInput
+}
+input GetFinetunesInput { filters: FinetuneFilters, includeDeleted: Boolean, entity: EntityInput }
+input StopFinetunesInput { reason: String }
+input GetFinetuneEventsInput { name: String! }
+
+input CreateFinetuneInput { config: FinetuneConfigInput! }
+input FinetuneConfigInput {
+  model: String!
+  trainDataPath: String!
+  saveFolder: String
+  taskType: String
+  evalDataPath: String
+  evalPrompts: [String!]
+  customWeightsPath: String
+  trainingDuration: String
+  learningRate: Float
+  contextLength: Int
+  experimentTracker: JSON
+  dataPrepConfig: JSON
+  disableCredentialsCheck: Boolean
+}
+"""
+
+SCHEMA = build_schema(SDL)
+
+
+class BadRequest(ValueError):
+    """A request this adapter refuses (code 400), with the reason."""
+
+
+def graphql_router(service: RunService) -> APIRouter:
+    router = APIRouter(include_in_schema=False)
+    root = _Root(service)
+
+    @router.post(GRAPHQL_PATH)
+    async def graphql_endpoint(request: Request) -> JSONResponse:
+        try:
+            body = json.loads(await request.body() or b"{}")
+        except ValueError as exc:
+            return _errors_only(f"the body is not valid JSON ({exc})")
+        if not isinstance(body, dict) or not isinstance(body.get("query"), str):
+            return _errors_only('the body must be a JSON object with a "query" string')
+        variables = body.get("variables") or {}
+        if not isinstance(variables, dict):
+            return _errors_only('"variables" must be a JSON object')
+        operation = body.get("operationName") if isinstance(body.get("operationName"), str) else None
+        return JSONResponse(await run_in_threadpool(execute, root, body["query"], variables, operation))
+
+    @router.get(SCIM_ME_PATH)
+    def scim_me() -> dict[str, Any]:
+        """The service's user, as SCIM answers it (the client reads userName)."""
+        user = getpass.getuser()
+        return {
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "id": user,
+            "userName": user,
+            "displayName": user,
+            "active": True,
+            "emails": [{"value": user, "type": "work", "primary": True}],
+        }
+
+    return router
+
+
+def execute(root: _Root, query: str, variables: dict[str, Any], operation: str | None = None) -> dict[str, Any]:
+    """One GraphQL request against the schema: ``{"data": ...}`` and/or ``{"errors": [...]}``."""
+    result = graphql_sync(SCHEMA, query, root_value=root, variable_values=variables, operation_name=operation)
+    out: dict[str, Any] = {}
+    if result.errors:
+        out["errors"] = [_format_error(e) for e in result.errors]
+    if result.data is not None or not result.errors:
+        out["data"] = result.data
+    return out
+
+
+def _format_error(error: GraphQLError) -> dict[str, Any]:
+    """An error with the ``extensions.code`` the client maps to its exception's status."""
+    formatted: dict[str, Any] = {**error.formatted}
+    original = error.original_error
+    extensions: dict[str, Any] = dict(formatted.get("extensions") or {})
+    if original is None:  # the query does not parse or does not fit the schema, or a variable is wrong
+        extensions["code"] = 400
+    elif isinstance(original, InvalidInputError):
+        extensions.update(code=400, problems=[p.to_dict() for p in original.problems])
+    elif isinstance(original, (BadRequest, ValueError, TypeError)):
+        extensions["code"] = 400
+    elif isinstance(original, RunNotFoundError):
+        extensions["code"] = 404
+    else:
+        log.error("unexpected error answering a GraphQL request", exc_info=original)
+        extensions["code"] = 500
+        formatted["message"] = f"internal error ({type(original).__name__}): the service log has the details"
+    formatted["extensions"] = extensions
+    return formatted
+
+
+def _errors_only(message: str) -> JSONResponse:
+    return JSONResponse({"errors": [{"message": message, "extensions": {"code": 400}}]})
+
+
+class _Root:
+    """The root value: graphql-core's default resolver calls ``root.<field>(info, **arguments)``."""
+
+    def __init__(self, service: RunService):
+        self.service = service
+
+    # -- queries (named as the protocol names them) ------------------------------------------------
+    def getFinetuneConstants(self, _info) -> dict[str, Any]:
+        return {"models": [{"name": m.name, "displayName": m.display_name, "maxContextLength": m.max_context_length}
+                           for m in self.service.models()]}
+
+    def getFinetunesPaginated(self, _info, getFinetunesPaginatedData: dict[str, Any]) -> dict[str, Any]:
+        data = getFinetunesPaginatedData
+        limit = data.get("limit")
+        if limit is not None and limit < 1:
+            raise BadRequest(f"limit must be at least 1, found {limit}")
+        runs = self._select(data.get("filters"), data.get("entity"))
+        cursor = data.get("cursor")
+        if cursor:
+            runs = _after_cursor(runs, cursor)
+        page = runs if limit is None else runs[:limit]
+        more = len(runs) > len(page)
+        return {
+            "finetunes": [self._finetune(r) for r in page],
+            "cursor": _cursor(page[-1]) if page else cursor,
+            "hasNextPage": more,
+        }
+
+    def getFinetuneEvents(self, _info, getFinetuneEventsData: dict[str, Any]) -> list[dict[str, Any]]:
+        return [_event(e) for e in self.service.events(getFinetuneEventsData["name"])]
+
+    # -- mutations ----------------------------------------------------------------------------------
+    def createFinetune(self, _info, createFinetuneData: dict[str, Any]) -> dict[str, Any]:
+        return self._finetune(self.service.create(_run_request(createFinetuneData["config"])))
+
+    def stopFinetunes(self, _info, getFinetunesData: dict[str, Any],
+                      stopFinetunesData: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        filters = getFinetunesData.get("filters") or {}
+        if not any(filters.get(k) for k in ("name", "mlflowExperimentId")):
+            raise BadRequest("stopFinetunes needs a filter on name or mlflowExperimentId (it would cancel every run)")
+        stopped = []
+        for run in self._select(filters, getFinetunesData.get("entity")):
+            if run.status.is_terminal():
+                continue
+            try:
+                stopped.append(self._finetune(self.service.cancel(run.name)))
+            except RunNotFoundError:  # deleted meanwhile
+                continue
+        return stopped
+
+    # -- helpers ------------------------------------------------------------------------------------
+    def _select(self, filters: dict[str, Any] | None, entity: dict[str, Any] | None) -> list[TrainingRun]:
+        """The runs matching the client's filters, newest first."""
+        filters = filters or {}
+        statuses = (filters.get("status") or {}).get("in")
+        equals = (filters.get("status") or {}).get("equals")
+        if equals:
+            statuses = [*(statuses or []), equals]
+        runs = self.service.list(None, [str(s).upper() for s in statuses] if statuses else None)
+        by_name, by_experiment = filters.get("name") or {}, filters.get("mlflowExperimentId") or {}
+        created = filters.get("createdAt") or {}
+        bounds = {op: _parse_time(created[op], f"createdAt.{op}") for op in ("lt", "lte", "gt", "gte") if created.get(op)}
+        emails = set((entity or {}).get("emails") or [])
+
+        def matches(run: TrainingRun) -> bool:
+            for wanted, value in ((by_name, run.name), (by_experiment, run.mlflow_experiment_id)):
+                if wanted.get("in") is not None and value not in wanted["in"]:
+                    return False
+                if wanted.get("equals") is not None and value != wanted["equals"]:
+                    return False
+            if bounds and run.created_at is None:
+                return False
+            at = run.created_at
+            if at is not None and not all(
+                (op == "lt" and at < b) or (op == "lte" and at <= b) or (op == "gt" and at > b) or (op == "gte" and at >= b)
+                for op, b in bounds.items()
+            ):
+                return False
+            return not emails or run.created_by in emails
+
+        return [r for r in runs if matches(r)]
+
+    def _finetune(self, run: TrainingRun) -> dict[str, Any]:
+        times = [t for t in (run.created_at, run.started_at, run.completed_at) if t is not None]
+        created = run.created_at or datetime.fromtimestamp(0, timezone.utc)
+        return {
+            "id": run.name,
+            "name": run.name,
+            "status": run.status.value,
+            "createdById": run.created_by,
+            "createdByEmail": run.created_by or "",
+            "createdAt": _iso(created),
+            "updatedAt": _iso(max(times) if times else created),
+            "startedAt": _iso(run.started_at),
+            "completedAt": _iso(run.completed_at),
+            "reason": run.details,
+            "estimatedEndTime": None if run.status.is_terminal() else _iso(run.estimated_end_time),
+            "isDeleted": False,
+            "details": lambda _info: self._details(run),  # read (with the events) only when asked for
+        }
+
+    def _details(self, run: TrainingRun) -> dict[str, Any]:
+        mlflow = {"experimentPath": run.experiment_path, "modelRegistryPath": run.register_to,
+                  "mlflowExperimentId": run.mlflow_experiment_id, "mlflowRunId": run.mlflow_run_id}
+        return {
+            "model": run.model,
+            "taskType": run.task_type,
+            "trainDataPath": run.train_data_path,
+            "saveFolder": run.save_folder or run.run_dir or REFERENCE_SAVE_FOLDER,
+            "evalDataPath": run.eval_data_path,
+            "evalPrompts": run.eval_prompts,
+            "trainingDuration": None if run.training_duration is None else str(run.training_duration),
+            "learningRate": run.learning_rate,
+            "contextLength": run.context_length,
+            # a dict, never null: the client reads `'clusterId' in dataPrepConfig` when the key is there
+            "dataPrepConfig": {"clusterId": run.data_prep_cluster_id} if run.data_prep_cluster_id else {},
+            "experimentTracker": {"mlflow": {k: v for k, v in mlflow.items() if v is not None}},
+            "customWeightsPath": run.custom_weights_path,
+            "formattedFinetuningEvents": lambda _info: [_event(e) for e in self.service.events(run.name)],
+        }
+
+
+def _run_request(config: dict[str, Any]) -> RunRequest:
+    """The client's createFinetune config as create()'s parameters."""
+    tracker = config.get("experimentTracker") or {}
+    if not isinstance(tracker, dict):
+        raise BadRequest("experimentTracker must be an object such as {mlflow: {experimentPath, modelRegistryPath}}")
+    others = sorted(set(tracker) - {"mlflow"})
+    if others:
+        raise BadRequest(f"experimentTracker: only mlflow is supported by tunedeck, found {', '.join(others)}")
+    mlflow = tracker.get("mlflow") or {}
+    if not isinstance(mlflow, dict):
+        raise BadRequest("experimentTracker.mlflow must be an object")
+    prep = config.get("dataPrepConfig") or {}
+    if not isinstance(prep, dict):
+        raise BadRequest("dataPrepConfig must be an object such as {clusterId}")
+    experiment_path, created_by = mlflow.get("experimentPath") or None, None
+    if isinstance(experiment_path, str) and experiment_path.startswith("/Users/") and experiment_path.endswith("/{}"):
+        # the client's default: /Users/<user>/{} where the service names the experiment after the run
+        created_by = experiment_path[len("/Users/"):-len("/{}")] or None
+        experiment_path = None
+    return RunRequest(
+        model=config["model"],
+        train_data_path=config["trainDataPath"],
+        register_to=mlflow.get("modelRegistryPath") or "",  # missing: create() says register_to is required
+        task_type=config.get("taskType") or "CHAT_COMPLETION",
+        eval_data_path=config.get("evalDataPath"),
+        eval_prompts=config.get("evalPrompts"),
+        custom_weights_path=config.get("customWeightsPath"),
+        training_duration=config.get("trainingDuration"),
+        learning_rate=config.get("learningRate"),
+        context_length=config.get("contextLength"),
+        experiment_path=experiment_path,
+        data_prep_cluster_id=prep.get("clusterId"),
+        validate_inputs=not config.get("disableCredentialsCheck", False),
+        created_by=created_by,
+    )
+
+
+def _event(event: Any) -> dict[str, Any]:
+    return {"eventType": event.type, "eventTime": _iso(event.time), "eventMessage": event.message}
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _parse_time(value: Any, where: str) -> datetime:
+    try:
+        parsed = value if isinstance(value, datetime) else datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        raise BadRequest(f"{where}: {str(value)[:80]!r} is not an ISO 8601 time") from None
+    return parsed if parsed.tzinfo else parsed.astimezone()  # a naive time is the service's local time
+
+
+def _cursor(run: TrainingRun) -> str:
+    return json.dumps([_iso(run.created_at), run.name])
+
+
+def _after_cursor(runs: list[TrainingRun], cursor: str) -> list[TrainingRun]:
+    """The runs after the cursor's run in the order runs are listed (created_at, then name, descending)."""
+    try:
+        created, name = json.loads(cursor)
+        key = (_parse_time(created, "cursor") if created else None, str(name))
+    except (ValueError, TypeError):
+        raise BadRequest("cursor: not a cursor this service gave") from None
+
+    def before(run: TrainingRun) -> bool:
+        if key[0] is None or run.created_at is None:
+            return run.name < key[1]
+        return (run.created_at, run.name) < (key[0], key[1])
+
+    return [r for r in runs if before(r)]
+
+
+__all__ = ["GRAPHQL_PATH", "SCIM_ME_PATH", "SDL", "execute", "graphql_router"]
