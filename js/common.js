@@ -118,34 +118,54 @@ export function fmtDateTime(iso, { seconds = false } = {}) {
 }
 
 // -- a view whose kernel is gone ----------------------------------------------------------------------
-// ipywidgets marks every view of a model without a live comm with this class (DOMWidgetView's
-// _comm_live_update): set at once for a view restored from widget state saved in the notebook (no
-// kernel behind it), and on every view when the kernel restarts (the widget manager's disconnect()).
-// Such a view still draws, but nothing it sends arrives anywhere: it must say so and offer no actions.
+// Two signs, either is enough:
+// - ipywidgets puts this class on the views of a model without a live comm (DOMWidgetView's
+//   _comm_live_update): at once for a view restored from widget state saved in the notebook, and on a
+//   restart (the manager's disconnect()). Seen in JupyterLab 4.6 on ipywidgets' own views (a VBox around
+//   a tunedeck view), but not on anywidget 0.11's views themselves, hence:
+// - the widget manager's kernel (JupyterLab's and Notebook 7's managers expose `kernel`) going through
+//   "restarting", "autorestarting" or "dead", or being replaced: the models of this view died with it,
+//   even when the new kernel comes up idle. Once stale, a view stays stale.
 export const DISCONNECTED_CLASS = "jupyter-widgets-disconnected";
+const KERNEL_GONE = new Set(["restarting", "autorestarting", "dead"]);
 
 /** True when the view in `el` (or a widget around it) has lost its kernel. */
 export function isDisconnected(el) {
   return !!(el && el.closest && el.closest(`.${DISCONNECTED_CLASS}`));
 }
 
-/** Call onChange(disconnected) now and whenever that changes; returns the cleanup. Listens to the model's
- *  "comm_live_update" event and watches the class on `el` (the manager may set it after our listener ran). */
+function managerKernel(model) {
+  try {
+    return (model.widget_manager && model.widget_manager.kernel) || null;
+  } catch (_) {
+    return null;
+  }
+}
+
+/** Call onChange(disconnected) now and whenever that changes; returns the cleanup. */
 export function watchConnection(model, el, onChange) {
   let last = null;
+  let gone = false;
+  const kernel = managerKernel(model);
   const check = () => {
-    const now = isDisconnected(el);
+    const current = managerKernel(model);
+    if (kernel && (current !== kernel || kernel.isDisposed || KERNEL_GONE.has(kernel.status))) gone = true;
+    const now = gone || isDisconnected(el);
     if (now !== last) {
       last = now;
       onChange(now);
     }
   };
+  const onStatus = () => check();
+  const signal = kernel && kernel.statusChanged && typeof kernel.statusChanged.connect === "function" ? kernel.statusChanged : null;
+  if (signal) signal.connect(onStatus);
   const observer = typeof MutationObserver === "undefined" ? null : new MutationObserver(check);
   if (observer) observer.observe(el, { attributes: true, attributeFilter: ["class"] });
   model.on("comm_live_update", check);
   check();
   return () => {
     model.off("comm_live_update", check);
+    if (signal) signal.disconnect(onStatus);
     if (observer) observer.disconnect();
   };
 }
@@ -154,4 +174,14 @@ export function watchConnection(model, el, onChange) {
 export function staleText(what, since) {
   const when = since ? ` (since ${fmtDateTime(since.toISOString(), { seconds: true })})` : "";
   return `This ${what} belongs to a kernel that has stopped${when}: it no longer updates and its actions are off. Run the cell again for a live one.`;
+}
+
+/** The least a view does about a dead kernel: `td-is-stale` on its element while it is stale, which
+ *  common.css turns into one line above the view and buttons that take no clicks. Returns the cleanup.
+ *  (A view that says more itself, as the runs browser does, puts `td-stale-aware` on its root.) */
+export function markStale(model, el, onChange = null) {
+  return watchConnection(model, el, (stale) => {
+    el.classList.toggle("td-is-stale", stale);
+    if (onChange) onChange(stale);
+  });
 }

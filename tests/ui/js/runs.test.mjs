@@ -73,3 +73,29 @@ test("staleText says what happened and what to do", () => {
   assert.match(staleText("list"), /kernel that has stopped: .*Run the cell again/);
   assert.match(staleText("list", new Date(2026, 0, 2, 3, 4, 5)), /\(since 2026-01-02 03:04:05\)/);
 });
+
+test("watchConnection: a kernel that restarts or is replaced leaves the view stale for good", () => {
+  const listeners = new Set();
+  const kernel = { status: "idle", isDisposed: false, statusChanged: { connect: (f) => listeners.add(f), disconnect: (f) => listeners.delete(f) } };
+  const manager = { kernel };
+  const model = { on() {}, off() {}, widget_manager: manager };
+  const seen = [];
+  const stop = watchConnection(model, fakeElement(), (d) => seen.push(d));
+  kernel.status = "busy";
+  listeners.forEach((f) => f());
+  kernel.status = "restarting";
+  listeners.forEach((f) => f());
+  kernel.status = "idle"; // the new process is up: this view's models are still gone
+  listeners.forEach((f) => f());
+  assert.deepEqual(seen, [false, true]);
+  stop();
+  assert.equal(listeners.size, 0);
+
+  const other = { on() {}, off() {}, widget_manager: { kernel } };
+  const seen2 = [];
+  kernel.status = "idle";
+  watchConnection(other, fakeElement(), (d) => seen2.push(d));
+  other.widget_manager.kernel = { status: "idle" }; // the notebook got another kernel
+  listeners.forEach((f) => f());
+  assert.deepEqual(seen2, [false, true]);
+});
