@@ -45,12 +45,14 @@ __all__ = [
     "TrainingRun",
     "TunedeckError",
     "__version__",
+    "compare",
     "exceptions",
     "form",
     "foundation_model",
     "mlflow_url",
     "monitor",
     "runs",
+    "sweep",
     "try_it",
 ]
 
@@ -74,6 +76,23 @@ def runs():
     from tunedeck.ui import runs as _runs
 
     return _runs()
+
+
+def sweep(learning_rates, training_durations, lora_ranks=None, **create_kwargs):
+    """One queued run per cell of learning_rates × training_durations (× lora_ranks), every cell checked
+    before any is created; ``create_kwargs`` are fm.create's (model, train_data_path, register_to...).
+    Returns the runs in grid order with their cells (``.cells``); see tunedeck.sweeps.sweep."""
+    from tunedeck.sweeps import sweep as _sweep
+
+    return _sweep(learning_rates, training_durations, lora_ranks, **create_kwargs)
+
+
+def compare(runs, **options):
+    """The runs' loss curves overlaid, with a table of their settings, final losses, time and registered
+    versions; follows runs still training. ``runs``: TrainingRuns or names (a sweep's result too)."""
+    from tunedeck.ui.compare import compare as _compare
+
+    return _compare(runs, **options)
 
 
 def try_it(run, prompt, checkpoint=None, **options) -> str:
