@@ -136,3 +136,31 @@ def test_the_real_service_refuses_a_bad_grid_and_creates_nothing(tiny_service):
     lr = next(p for p in err.value.problems if p.field == "learning_rate")
     assert lr.message.startswith("cell 3 (lr abc · 5ba); cell 4 (lr abc · -3ba): "), lr
     assert list(fm.list()) == []
+
+
+@pytest.mark.e2e
+def test_a_2x2_sweep_trains_and_compares_on_the_real_service(tiny_service):
+    """Four very short runs (3 batches each) through the real service's queue; the comparison's rows
+    and curves are the service's own runs and metrics."""
+    from tests.helpers import wait_for
+
+    from tunedeck import foundation_model as fm
+
+    runs = tunedeck.sweep([1e-3, 3e-3], ["2ba", "3ba"], **tiny_service)
+    assert [(r.learning_rate, r.training_duration) for r in runs] == [(1e-3, "2ba"), (1e-3, "3ba"), (3e-3, "2ba"), (3e-3, "3ba")]
+    view = tunedeck.compare(runs, poll_seconds=0.5)
+    try:
+        wait_for(lambda: view.finished, timeout=900, interval=1.0)
+        view.refresh()
+        for cell, run, row in zip(runs.cells, runs, view.rows, strict=True):
+            final = fm.get(run)
+            assert row["name"] == run.name and row["label"] == cell.label
+            assert row["status"] == final.status.value == "COMPLETED", final.details
+            assert row["registered_model_version"] == final.registered_model_version is not None
+            steps = [p[0] for p in view.series[run.name]["train"]]
+            assert steps == list(range(1, int(cell.training_duration[:-2]) + 1))
+            assert row["loss"] == view.series[run.name]["train"][-1][1]
+            assert row["seconds"] is not None and row["seconds"] > 0
+        assert sum(r["best"] for r in view.rows) == 1
+    finally:
+        view.close()
