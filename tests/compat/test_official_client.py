@@ -197,3 +197,19 @@ def test_scim_me_and_graphql_errors_carry_a_code(service):
     assert answer["errors"][0]["extensions"]["code"] == 400 and "would cancel every run" in answer["errors"][0]["message"]
     answer = requests.post(url, headers=headers, data=b"{not json", timeout=30).json()
     assert answer["errors"][0]["extensions"]["code"] == 400
+
+
+def test_files_api_head_answers_from_the_volumes_root(service):
+    """What create(validate_inputs=True) asks of a /Volumes path: HEAD /api/2.0/fs/files/Volumes/...,
+    200 with the file's size where the volumes root has the file, 404 elsewhere (never outside the root)."""
+    headers = {"Authorization": f"Bearer {service.token}"}
+    files = service.url + "/api/2.0/fs/files"
+    found = requests.head(files + VOLUME_PATH, headers=headers, timeout=30)
+    assert found.status_code == 200
+    size = sum(len(json.dumps({"prompt": p, "response": r})) + 1 for p, r in PAIRS)
+    assert int(found.headers["content-length"]) == size
+    assert requests.head(files + "/Volumes/main/compat/data/missing.jsonl", headers=headers, timeout=30).status_code == 404
+    assert requests.head(files + "/Volumes/main/compat/data", headers=headers, timeout=30).status_code == 404  # a folder
+    assert requests.head(files + "/Volumes/main/../../../etc/passwd", headers=headers, timeout=30).status_code == 404
+    assert requests.head(files + "/etc/passwd", headers=headers, timeout=30).status_code == 404
+    assert requests.head(files + VOLUME_PATH, timeout=30).status_code == 401

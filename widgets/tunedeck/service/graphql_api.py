@@ -11,6 +11,8 @@ A second protocol adapter beside the REST one (``service/app.py``), over the sam
   Errors are GraphQL ``errors`` whose ``extensions.code`` is the HTTP status the client turns into its
   ``MAPIException`` (400 bad input, 404 unknown run, 500 unexpected); never a status the client
   retries (429, 502-504), since retrying cannot fix them.
+- ``HEAD /api/2.0/fs/files/Volumes/...``: the Files API's check that a Volumes file exists
+  (``create(validate_inputs=True)`` asks it), answered from tunedeck's volumes root.
 - ``GET /api/2.0/preview/scim/v2/Me``: the user, which ``create()`` asks for when no
   ``experiment_path`` is given (it then sends ``/Users/<userName>/{}``; the run's name fills the
   ``{}``, as the hosted service does).
@@ -24,14 +26,18 @@ import getpass
 import json
 import logging
 from datetime import datetime, timezone
+from email.utils import formatdate
+from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from graphql import GraphQLError, build_schema, graphql_sync
 from starlette.concurrency import run_in_threadpool
 
+from tunedeck import config
 from tunedeck.errors import InvalidInputError, RunNotFoundError
+from tunedeck.inputs.paths import PathError, local_path
 from tunedeck.inputs.validate import RunRequest
 from tunedeck.service.core import RunService
 from tunedeck.types import TrainingRun
@@ -40,6 +46,7 @@ log = logging.getLogger(__name__)
 
 GRAPHQL_PATH = "/api/2.0/genai-mapi/graphql"
 SCIM_ME_PATH = "/api/2.0/preview/scim/v2/Me"
+FILES_PATH = "/api/2.0/fs/files"
 # The client's save_folder; tunedeck saves each run under its own run folder instead (answered as saveFolder)
 REFERENCE_SAVE_FOLDER = "dbfs:/databricks/mlflow-tracking/{mlflow_experiment_id}/{mlflow_run_id}/artifacts"
 
@@ -175,7 +182,31 @@ def graphql_router(service: RunService) -> APIRouter:
             "emails": [{"value": user, "type": "work", "primary": True}],
         }
 
+    @router.head(FILES_PATH + "/{path:path}")
+    def files_head(path: str) -> Response:
+        """The Files API's metadata of a Volumes file (what create(validate_inputs=True) asks of a
+        /Volumes path), answered from tunedeck's volumes root: 200 with its size, else 404."""
+        found = _volume_file("/" + path)
+        if found is None:
+            return Response(status_code=404, headers={"x-databricks-error-code": "NOT_FOUND"})
+        stat = found.stat()
+        return Response(status_code=200, headers={
+            "content-length": str(stat.st_size), "content-type": "application/octet-stream",
+            "last-modified": formatdate(stat.st_mtime, usegmt=True)})
+
     return router
+
+
+def _volume_file(path: str) -> Path | None:
+    """The local file of a /Volumes/... path, when it is a regular file inside the volumes root."""
+    if not path.startswith("/Volumes/"):
+        return None
+    try:
+        local = local_path(path).resolve()
+        local.relative_to(config.volumes_root().resolve())
+    except (PathError, ValueError, OSError):
+        return None
+    return local if local.is_file() else None
 
 
 def execute(root: _Root, query: str, variables: dict[str, Any], operation: str | None = None) -> dict[str, Any]:
@@ -409,4 +440,4 @@ def _after_cursor(runs: list[TrainingRun], cursor: str) -> list[TrainingRun]:
     return [r for r in runs if before(r)]
 
 
-__all__ = ["GRAPHQL_PATH", "SCIM_ME_PATH", "SDL", "execute", "graphql_router"]
+__all__ = ["FILES_PATH", "GRAPHQL_PATH", "SCIM_ME_PATH", "SDL", "execute", "graphql_router"]
