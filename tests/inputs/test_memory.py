@@ -185,6 +185,7 @@ def test_a_shortfall_says_what_it_needs_what_there_is_and_what_would_fit():
     assert message.startswith("this run needs ~") and "weights 25.1 GiB" in message and "21.4 GiB is available" in message
     assert "adapter='lora'" in message
     assert error.suggestions
+    assert "of which a run may plan 19.3 GiB (90%" in message  # why a need just under what is free is refused
 
 
 def test_a_shortfall_suggests_a_shorter_context_when_that_is_what_fits():

@@ -702,7 +702,8 @@ def plan_memory(
         who = f"this run needs ~{gib(worst.total)} of memory"
     message = (
         f"{who} even with activation checkpointing and "
-        f"{smallest:,}-token micro-batches ({worst.describe()}), and {gib(budget)} is {where}{limit}. "
+        f"{smallest:,}-token micro-batches ({worst.describe()}), and {gib(budget)} is {where}{limit}, "
+        f"of which a run may plan {gib(SAFETY * budget)} ({SAFETY:.0%}: the estimate's margin). "
     )
     if suggestions:
         message += "It would fit with " + "; or ".join(suggestions) + "."
