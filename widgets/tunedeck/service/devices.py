@@ -31,15 +31,18 @@ SETTING = "TUNEDECK_DEVICES"
 
 # Run in each training process before the worker: pin it to its cores (for a torchrun rank, the set of
 # its LOCAL_RANK), give OpenMP that many threads (torchrun would set 1), then exec the worker in place
-# (same pid, so the service's pid + start-time identity of the worker holds).
+# (same pid, so the service's pid + start-time identity of the worker holds). A lone process given every
+# core the service has keeps the environment as it was (torch picks its own thread count, as before).
 PIN_CODE = (
     "import os, sys\n"
     "sets = sys.argv[1].split(';')\n"
     "cores = sets[int(os.environ.get('LOCAL_RANK') or 0) % len(sets)]\n"
     "cpus = {int(c) for c in cores.split(',')}\n"
     "if hasattr(os, 'sched_setaffinity'):\n"
+    "    whole = cpus == os.sched_getaffinity(0)\n"
     "    os.sched_setaffinity(0, cpus)\n"
-    "os.environ['OMP_NUM_THREADS'] = str(len(cpus))\n"
+    "    if 'LOCAL_RANK' in os.environ or not whole:\n"
+    "        os.environ['OMP_NUM_THREADS'] = str(len(cpus))\n"
     "os.execvp(sys.argv[2], sys.argv[2:])\n"
 )
 
