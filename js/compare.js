@@ -89,7 +89,7 @@ export function rowCells(r) {
 function render({ model, el }) {
   const hidden = new Set();
   let log = false;
-  const root = h("div", { class: "td-compare", testid: "compare" });
+  const root = h("div", { class: "td-root td-compare", testid: "compare" });
   const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
   svg.setAttribute("class", "td-chart td-cmp-chart");
   svg.dataset.testid = "compare-chart";

@@ -1,7 +1,7 @@
 // The run monitor view (anywidget). Small state arrives as traitlets (summary, history, error);
 // events and loss points arrive as deltas in custom messages and are merged by key, so a view can
 // join at any time: it asks the kernel once for what it lacks ("sync") and merges the answer.
-import { h, setChildren, statusBadge, fmtDuration, secondsBetween, fmtNumber, fmtClock, viewId, copyText, TERMINAL } from "./common.js";
+import { h, setChildren, statusBadge, fmtDuration, secondsBetween, fmtNumber, fmtClock, viewId, copyText, markStale, TERMINAL } from "./common.js";
 import { KeyedLog } from "./keyed_log.js";
 import { drawLossChart, readoutAt, latestPoint, metricSeries, sparkPath, svgNode } from "./loss_chart.js";
 import { EventsTable } from "./events_table.js";
@@ -444,7 +444,13 @@ function render({ model, el }) {
   const onResults = () => { drawResults(); drawHead(); };
   model.on("change:results", onResults);
   model.on("change:tryit", drawTry);
-  const ticker = setInterval(drawClock, 1000);
+  let ticker = setInterval(drawClock, 1000);
+  // A view of a dead kernel: common.css's line above it and buttons that take no clicks (td-is-stale);
+  // its clock stops (elapsed time would run on for a run nobody follows any more).
+  const unmark = markStale(model, el, (stale) => {
+    if (stale && ticker !== null) { clearInterval(ticker); ticker = null; }
+    else if (!stale && ticker === null) ticker = setInterval(drawClock, 1000);
+  });
   let lastWidth = 0;
   const resize = typeof ResizeObserver === "undefined" ? null : new ResizeObserver(() => {
     if (Math.abs(svg.clientWidth - lastWidth) > 2) { lastWidth = svg.clientWidth; schedule({ metrics: true }); }
@@ -459,7 +465,8 @@ function render({ model, el }) {
   model.send({ kind: "sync", view: me, first_seq: events.firstKey, last_seq: events.lastKey, first_metric_id: metrics.firstKey, last_metric_id: metrics.lastKey });
 
   return () => {
-    clearInterval(ticker);
+    if (ticker !== null) clearInterval(ticker);
+    unmark();
     if (copyTimer) clearTimeout(copyTimer);
     svg.removeEventListener("mousemove", onPointer);
     svg.removeEventListener("mouseleave", onLeave);
