@@ -8,6 +8,7 @@ import {
 const TASK_NAMES = { CHAT_COMPLETION: "chat", INSTRUCTION_FINETUNE: "instruction", CONTINUED_PRETRAIN: "pretrain" };
 /** [key, title, sortable, cell class]: `key` is also the sort key. */
 const COLUMNS = [
+  ["select", "", false, "td-col-select"],
   ["name", "run", true, "td-col-name"],
   ["status", "status", true, "td-col-status"],
   ["created", "created", true, "td-col-created"],
@@ -61,6 +62,7 @@ export function visibleRows(rows, { sort = "created", descending = true, status 
 
 function render({ model, el }) {
   let confirming = null; // {name, action}
+  const selected = new Set(); // runs ticked for "Compare" (this view's own choice)
   let stale = false;
   let staleSince = null;
   let everLive = false;
@@ -75,8 +77,10 @@ function render({ model, el }) {
   Object.keys(STATUS_FILTERS).map((k) => h("option", { value: k, text: k === "all" ? "all statuses" : k.toLowerCase() })));
   const textInput = h("input", { type: "search", class: "td-runs-text-filter", testid: "text-filter", placeholder: "filter: name, model, task…",
     oninput: () => setState({ text_filter: textInput.value }) });
+  const compareButton = h("button", { class: "td-btn", testid: "compare", title: "Overlay the ticked runs' loss curves and compare their results",
+    onclick: () => { if (selected.size >= 2) model.send({ kind: "compare", names: [...selected] }); } });
   el.appendChild(h("div", { class: "td-root td-runs td-stale-aware" },
-    h("div", { class: "td-runs-head" }, h("b", {}, "tunedeck runs "), count, statusSelect, textInput, notice),
+    h("div", { class: "td-runs-head" }, h("b", {}, "tunedeck runs "), count, statusSelect, textInput, compareButton, notice),
     staleLine, errorLine,
     h("div", { class: "td-runs-scroll" },
       h("table", { class: "td-runs-table", testid: "runs-table" }, h("thead", {}, headRow), body))));
@@ -138,9 +142,16 @@ function render({ model, el }) {
     if (statusSelect.value !== s.status) statusSelect.value = s.status;
     if (textInput.value !== s.text && document.activeElement !== textInput) textInput.value = s.text;
     drawHead();
+    for (const n of [...selected]) if (!all.some((r) => r.name === n)) selected.delete(n); // deleted runs
+    compareButton.textContent = selected.size ? `Compare (${selected.size})` : "Compare";
+    compareButton.disabled = stale || selected.size < 2;
+    compareButton.title = selected.size < 2 ? "Tick two or more runs to compare them" : "Overlay the ticked runs' loss curves and compare their results";
     const empty = all.length ? "no run matches the filter" : "no runs yet";
     setChildren(body, rows.length ? rows.map((r) =>
       h("tr", { class: "td-runs-row", testid: "run-row", "data-name": r.name, "data-status": r.status },
+        h("td", { class: "td-col-select" }, h("input", { type: "checkbox", testid: "select", title: "Tick to compare",
+          checked: selected.has(r.name) ? "" : null, disabled: stale ? "" : null,
+          onchange: (e) => { if (e.target.checked) selected.add(r.name); else selected.delete(r.name); draw(); } })),
         h("td", { class: "td-runs-name td-col-name", text: r.name, title: r.details ? `${r.name}: ${r.details}` : r.name }),
         h("td", { class: "td-col-status" }, statusBadge(r.status),
           r.progress !== null && r.progress !== undefined && !TERMINAL.has(r.status) ? ` ${Math.floor(r.progress)}%` : ""),

@@ -212,3 +212,18 @@ def test_a_running_runs_new_loss_does_not_rewrite_the_snapshot_but_its_end_does(
         fake.set_status("new", RunStatus.COMPLETED)
         browser.refresh()
     assert len(updates.outputs) == 1 and "train 2 " in updates.outputs[0].data["text/plain"]
+
+
+def test_ticked_runs_open_one_comparison_below_the_table(browser, fake):
+    from tunedeck.ui.compare import RunComparison
+
+    browser._on_view_message(None, {"kind": "compare", "names": ["new"]}, [])
+    assert browser.monitors.children == () and "at least two" in browser.table.notice
+    browser._on_view_message(None, {"kind": "compare", "names": ["new", "old", "new"]}, [])
+    (first,) = browser.monitors.children
+    assert isinstance(first, RunComparison) and [t.name for t in first.trackers] == ["new", "old"]
+    assert [r["name"] for r in first.rows] == ["new", "old"] and "comparing 2 runs" in browser.table.notice
+    browser._on_view_message(None, {"kind": "open", "name": "old"}, [])
+    browser._on_view_message(None, {"kind": "compare", "names": ["old", "new"]}, [])  # replaces the first
+    comparisons = [c for c in browser.monitors.children if isinstance(c, RunComparison)]
+    assert len(comparisons) == 1 and comparisons[0] is not first and browser.table.open_names == ["old"]

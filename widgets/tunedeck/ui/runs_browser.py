@@ -6,8 +6,9 @@ changed; the view computes running durations itself. Final train and eval losses
 metrics, read incrementally (a finished run is read once more after it ends, then never again). Sorting
 and filtering happen in the view (they work while the kernel is busy); their settings are synced
 traitlets so the snapshot lists the same rows in the same order. Actions come from the view as custom
-messages ``{"kind": "open" | "cancel" | "delete", "name"}`` (the view asks for confirmation first) and
-the answer comes back in the ``notice`` traitlet.
+messages ``{"kind": "open" | "cancel" | "delete", "name"}`` (the view asks for confirmation first), or
+``{"kind": "compare", "names"}`` for the runs ticked in the view (their comparison opens below the table),
+and the answer comes back in the ``notice`` traitlet.
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ from tunedeck.errors import TunedeckError
 from tunedeck.types import TrainingRun
 from tunedeck.ui import _snapshot, _static
 from tunedeck.ui._poller import Poller
+from tunedeck.ui.compare import RunComparison
 from tunedeck.ui.monitor import RunMonitor
 
 POLL_SECONDS = 2.0
+MAX_COMPARED = 20  # runs in one comparison (its chart has a colour for each)
 TRAIN_LOSS = "train/loss"
 EVAL_LOSS = "eval/loss"
 #: The status filter's choices (the view offers the same): a group or one status.
@@ -253,9 +256,27 @@ class RunsBrowser(_snapshot.SnapshotDisplay, w.VBox):
             self.table.notice = f"could not {method.split('_')[0]} {name}: {exc}"
         self.refresh()
 
+    def compare(self, names: list[str]) -> RunComparison | None:
+        """Show the comparison of runs ``names`` below the table (replacing an earlier one)."""
+        names = list(dict.fromkeys(str(n) for n in names if n))
+        if len(names) < 2:
+            self.table.notice = "select at least two runs to compare"
+            return None
+        for child in self.monitors.children:
+            if isinstance(child, RunComparison):
+                self.monitors.children = tuple(c for c in self.monitors.children if c is not child)
+                child.close()
+        comparison = RunComparison(names, client=self._client)
+        self.monitors.children = (comparison, *self.monitors.children)
+        self.table.notice = f"comparing {len(names)} runs"
+        return comparison
+
     def _on_view_message(self, _widget: Any, content: dict[str, Any], _buffers: Any) -> None:
-        name = str(content.get("name") or "")
         kind = content.get("kind")
+        if kind == "compare":
+            self.compare([str(n) for n in content.get("names") or []][:MAX_COMPARED])
+            return
+        name = str(content.get("name") or "")
         if not name:
             return
         if kind == "open":
