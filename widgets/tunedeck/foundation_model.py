@@ -356,8 +356,11 @@ def cancel(
 def delete(runs: RunRef | Sequence[RunRef]) -> int:
     """Delete runs with their events, metrics and checkpoints; registered models stay registered."""
     refs: Sequence[RunRef] = runs if isinstance(runs, (builtins.list, tuple)) else [runs]  # type: ignore[list-item]
+    from tunedeck.client.deletions import run_deleted
+
     for ref in refs:
         get_client().delete_run(_name(ref))
+        run_deleted(_name(ref))  # open monitors of it say so
     return len(refs)
 
 

@@ -29,12 +29,14 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 import anywidget
 import traitlets
 
+from tunedeck.client.deletions import on_run_deleted
 from tunedeck.errors import InvalidInputError, RunNotFoundError, TunedeckError
 from tunedeck.links import run_fragment
 from tunedeck.types import TrainingRun
@@ -44,6 +46,17 @@ from tunedeck.ui._results import load_line, results_card
 from tunedeck.ui._tracker import RunTracker
 
 POLL_SECONDS = 1.0
+DELETED_NOTE = "This run was deleted: its events, metrics and checkpoints are gone. Shown: what was last seen."
+_LIVE: weakref.WeakSet[RunMonitor] = weakref.WeakSet()  # monitors of this process, told about deletions
+
+
+def _run_deleted(name: str) -> None:
+    for monitor in list(_LIVE):
+        if monitor.run_name == name and monitor.comm is not None:
+            monitor._deleted()
+
+
+on_run_deleted(_run_deleted)
 HISTORY_EVENTS = 1000  # the history traitlet's share; a view gets older ones by "sync"
 HISTORY_POINTS = 5000
 SNAPSHOT_EVENTS = 15
@@ -87,6 +100,7 @@ class RunMonitor(_snapshot.SnapshotDisplay, anywidget.AnyWidget):
         self._try_count = 0
         self.tracker = RunTracker(name, self._get_client)
         self.on_msg(self._on_view_message)
+        _LIVE.add(self)
         self._first_poll()
         self._poller: Poller | None = None
         if self.tracker.terminal:
@@ -200,9 +214,8 @@ class RunMonitor(_snapshot.SnapshotDisplay, anywidget.AnyWidget):
             return False
         try:
             delta = self.tracker.poll()
-        except RunNotFoundError as exc:
-            self._gone = True
-            self.error = f"{exc} (deleted?)"
+        except RunNotFoundError:
+            self._deleted()
             return False
         if self.error:
             self.error = ""
@@ -217,6 +230,15 @@ class RunMonitor(_snapshot.SnapshotDisplay, anywidget.AnyWidget):
 
     def _poll_failed(self, exc: Exception) -> None:
         self.error = _snapshot.describe(exc) + " — retrying"
+
+    def _deleted(self) -> None:
+        """The run was deleted (here or, found when asking the service, elsewhere): say so, keep the
+        last view, stop following."""
+        self._gone = True
+        if self._poller is not None:
+            self._poller.stop()
+        self.error = DELETED_NOTE
+        self._refresh_snapshot()
 
     def _poll_quietly(self) -> None:
         try:

@@ -21,6 +21,7 @@ import anywidget
 import ipywidgets as w
 import traitlets
 
+from tunedeck.client.deletions import run_deleted
 from tunedeck.errors import TunedeckError
 from tunedeck.types import TrainingRun
 from tunedeck.ui import _snapshot, _static
@@ -171,7 +172,8 @@ class RunsBrowser(_snapshot.SnapshotDisplay, w.VBox):
         for child in self.monitors.children:
             if isinstance(child, RunMonitor) and child.run_name == name:
                 self._close_monitor(child)
-        self._act("delete_run", name, "deleted")
+        if self._act("delete_run", name, "deleted"):
+            run_deleted(name)  # monitors of it elsewhere in this notebook say so
 
     def close(self) -> None:
         """Stop refreshing and close the monitors opened here."""
@@ -248,13 +250,16 @@ class RunsBrowser(_snapshot.SnapshotDisplay, w.VBox):
     def _poll_failed(self, exc: Exception) -> None:
         self.table.error = f"{exc} — retrying"
 
-    def _act(self, method: str, name: str, done: str) -> None:
+    def _act(self, method: str, name: str, done: str) -> bool:
         try:
             getattr(self._get_client(), method)(name)
             self.table.notice = f"{done} {name}"
+            return True
         except TunedeckError as exc:
             self.table.notice = f"could not {method.split('_')[0]} {name}: {exc}"
-        self.refresh()
+            return False
+        finally:
+            self.refresh()
 
     def compare(self, names: list[str]) -> RunComparison | None:
         """Show the comparison of runs ``names`` below the table (replacing an earlier one)."""
