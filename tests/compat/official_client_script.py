@@ -60,8 +60,10 @@ def names(runs) -> list[str]:
 models = record("get_models", lambda: [{"name": m.name, "display_name": m.display_name,
                                         "max_context_length": m.max_context_length} for m in fm.get_models()])
 
-common = dict(model="tiny", register_to="main.compat.tiny", task_type="INSTRUCTION_FINETUNE", learning_rate=3e-3,
-              validate_inputs=False)
+# the client's defaults: validate_inputs=True checks the Volumes file (Files API HEAD) and register_to
+# (Unity Catalog: the first create finds no model "main.compat.tiny" and creates and deletes one; later
+# creates find the model the first run registered, owned by SCIM Me, with ALL_PRIVILEGES)
+common = dict(model="tiny", register_to="main.compat.tiny", task_type="INSTRUCTION_FINETUNE", learning_rate=3e-3)
 run = record("create", lambda: fm.create(train_data_path=TRAIN_PATH, training_duration="30ba", **common))
 if run is None:
     sys.exit(1)

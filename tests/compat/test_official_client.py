@@ -101,8 +101,10 @@ def test_get_models_lists_the_services_models(answers):
 
 
 def test_create_with_the_clients_defaults_names_the_experiment_after_the_scim_user(answers, service):
-    """No experiment_path: the client asks SCIM Me for the user and sends /Users/<user>/{}; the run is
-    created by that user, its experiment named after the run."""
+    """The client's defaults: validate_inputs=True (the Volumes file through the Files API, register_to
+    through Unity Catalog, answered from MLflow's registry) and no experiment_path: the client asks SCIM
+    Me for the user and sends /Users/<user>/{}; the run is created by that user, its experiment named
+    after the run. createFinetune itself answers within the client's 10 s timeout, or create raises."""
     import getpass
 
     run = ok(answers, "create")
@@ -111,7 +113,6 @@ def test_create_with_the_clients_defaults_names_the_experiment_after_the_scim_us
     assert run["submitted_experiment_path"] == f"/Users/{getpass.getuser()}/{run['name']}"
     assert run["model"] == "tiny" and run["register_to"] == "main.compat.tiny"
     assert run["train_data_path"] == f"dbfs:{VOLUME_PATH}" and run["training_duration"] == "30ba"
-    assert answers["seconds"]["create"] < 10, "createFinetune must answer within the client's 10 s"
     assert service.run(run["name"])["created_by"] == getpass.getuser()  # the same run through the REST API
 
 
@@ -138,7 +139,8 @@ def test_get_events_follow_ends_with_completed_and_the_run_is_registered(answers
 
 
 def test_cancel_stops_a_training_run_and_a_second_cancel_finds_nothing(answers, service):
-    second = ok(answers, "create_second")
+    second = ok(answers, "create_second")  # validated against the model the first run registered: owner, permissions
+    assert second["register_to"] == "main.compat.tiny"
     assert ok(answers, "second_status_before_cancel") == "RUNNING"
     assert ok(answers, "cancel") == 1
     cancelled = ok(answers, "get_cancelled")
@@ -213,3 +215,45 @@ def test_files_api_head_answers_from_the_volumes_root(service):
     assert requests.head(files + "/Volumes/main/../../../etc/passwd", headers=headers, timeout=30).status_code == 404
     assert requests.head(files + "/etc/passwd", headers=headers, timeout=30).status_code == 404
     assert requests.head(files + VOLUME_PATH, timeout=30).status_code == 401
+
+
+def test_unity_catalog_register_to_checks_answer_from_mlflows_registry(service):
+    """What validate_register_to asks (databricks-genai api/validation.py), answered from MLflow's
+    registry through the service: a model absent until created, owned by the local user, gone when
+    deleted; ALL_PRIVILEGES on any catalog and schema register_to accepts, for the local user only."""
+    import getpass
+
+    user = getpass.getuser()
+    headers = {"Authorization": f"Bearer {service.token}"}
+    uc = service.url + "/api/2.1/unity-catalog"
+    name = "cat.sch.uc-probe"
+    missing = requests.get(f"{uc}/models/{name}", headers=headers, timeout=240)
+    assert missing.status_code == 404 and missing.json()["error_code"] == "NOT_FOUND"
+    made = requests.post(f"{uc}/models", headers=headers, timeout=60,
+                         json={"catalog_name": "cat", "schema_name": "sch", "name": "uc-probe"})
+    assert made.status_code == 200, made.text
+    assert made.json()["full_name"] == name and made.json()["owner"] == user
+    # the very model MLflow's registry now holds, read through MLflow's own REST API on the service
+    mlflow_side = requests.get(service.url + "/api/2.0/mlflow/registered-models/get", params={"name": name},
+                               headers=headers, timeout=60)
+    assert mlflow_side.status_code == 200 and mlflow_side.json()["registered_model"]["name"] == name
+    got = requests.get(f"{uc}/models/{name}", headers=headers, timeout=60).json()
+    assert got["owner"] == user and got["catalog_name"] == "cat" and got["schema_name"] == "sch" and got["created_at"]
+    again = requests.post(f"{uc}/models", headers=headers, timeout=60,
+                          json={"catalog_name": "cat", "schema_name": "sch", "name": "uc-probe"})
+    assert again.status_code == 409 and again.json()["error_code"] == "ALREADY_EXISTS"
+    assert requests.delete(f"{uc}/models/{name}", headers=headers, timeout=60).status_code == 200
+    assert requests.get(f"{uc}/models/{name}", headers=headers, timeout=60).status_code == 404
+    assert requests.delete(f"{uc}/models/{name}", headers=headers, timeout=60).status_code == 404
+    bad = requests.get(f"{uc}/models/not-three-parts", headers=headers, timeout=60)
+    assert bad.status_code == 400 and bad.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+
+    perms = uc + "/effective-permissions"
+    mine = requests.get(f"{perms}/schema/cat.sch", params={"principal": user}, headers=headers, timeout=60).json()
+    assert mine["privilege_assignments"] == [{"principal": user, "privileges": [{"privilege": "ALL_PRIVILEGES"}]}]
+    assert requests.get(f"{perms}/catalog/cat", params={"principal": user}, headers=headers, timeout=60).json()[
+        "privilege_assignments"][0]["privileges"][0]["privilege"] == "ALL_PRIVILEGES"
+    other = requests.get(f"{perms}/catalog/cat", params={"principal": "nobody@example.com"}, headers=headers, timeout=60)
+    assert other.json() == {"privilege_assignments": []}
+    assert requests.get(f"{perms}/schema/cat", headers=headers, timeout=60).status_code == 400  # not catalog.schema
+    assert requests.get(f"{uc}/models/{name}", timeout=60).status_code == 401

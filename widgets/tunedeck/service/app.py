@@ -38,6 +38,7 @@ from tunedeck.service.schemas import (
     RunCreate,
     RunsPublic,
 )
+from tunedeck.service.unity_catalog import unity_catalog_router
 from tunedeck.types import RunStatus
 
 log = logging.getLogger(__name__)
@@ -227,6 +228,7 @@ def create_app(service: RunService, token: str, home: Path) -> FastAPI:
     app.include_router(checks)
     app.include_router(estimate_router(service))  # POST /api/estimate, PUT/GET /api/runs/{name}/estimate
     app.include_router(graphql_router(service))  # the official client's protocol (GraphQL, SCIM Me): service/graphql_api.py
+    app.include_router(unity_catalog_router(mlflow_server))  # the client's register_to checks: service/unity_catalog.py
     return app
 
 
