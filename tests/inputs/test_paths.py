@@ -42,3 +42,45 @@ def test_hf_dataset_read_from_a_local_cache_layout_fake_hub_cache(home, tmp_path
 def test_unity_catalog_tables_are_refused_clearly(home):
     _, problems = resolve_data("main.schema.table", "INSTRUCTION_FINETUNE", "train_data_path")
     assert "table" in problems[0].message
+
+
+def test_reference_checkpoint_paths_map_to_the_runs_checkpoint_folder(home):
+    """get_checkpoints()' form, dbfs:/databricks/mlflow-tracking/<exp>/<run id>/artifacts/<run>/checkpoints/
+    ep#-ba#, names the run's local checkpoint folder; unknown runs and checkpoints, another MLflow run's
+    id and other mlflow-tracking paths are PathErrors that say which."""
+    import pytest
+
+    from tunedeck import config
+    from tunedeck.errors import Problem
+    from tunedeck.inputs.paths import PathError, checkpoint_path
+    from tunedeck.inputs.validate import RunRequest, request_problems
+
+    folder = config.runs_root() / "my-run-abc" / "checkpoints" / "ep0-ba4"
+    folder.mkdir(parents=True)
+    (folder / "checkpoint.json").write_text(json.dumps({"step": 4, "mlflow_run_id": "0123abcd"}))
+    base = "dbfs:/databricks/mlflow-tracking/7/0123abcd/artifacts/my-run-abc/checkpoints"
+    assert checkpoint_path(f"{base}/ep0-ba4") == folder
+    assert checkpoint_path(f"{base}/ep0-ba4".removeprefix("dbfs:")) == folder  # /databricks/... as well
+    assert checkpoint_path(str(folder)) == folder  # local paths as before
+
+    with pytest.raises(PathError, match="no run named 'other-run'"):
+        checkpoint_path("dbfs:/databricks/mlflow-tracking/7/0123abcd/artifacts/other-run/checkpoints/ep0-ba4")
+    with pytest.raises(PathError, match=r"has no checkpoint 'ep9-ba99' \(its checkpoints: ep0-ba4\)"):
+        checkpoint_path(f"{base}/ep9-ba99")
+    with pytest.raises(PathError, match="belongs to MLflow run 0123abcd, not 'ffff'"):
+        checkpoint_path("dbfs:/databricks/mlflow-tracking/7/ffff/artifacts/my-run-abc/checkpoints/ep0-ba4")
+    with pytest.raises(PathError, match="is not a checkpoint path"):
+        checkpoint_path("dbfs:/databricks/mlflow-tracking/7/0123abcd/artifacts/model")
+    with pytest.raises(PathError, match="'..' may not appear"):
+        checkpoint_path("dbfs:/databricks/mlflow-tracking/7/0123abcd/artifacts/../checkpoints/ep0-ba4")
+    with pytest.raises(PathError, match="only dbfs:/Volumes"):
+        local_path(f"{base}/ep0-ba4")  # data paths do not take this form
+
+    # a create() request names the field, without touching anything else
+    req = RunRequest(model="tiny", train_data_path="/data.jsonl", register_to="main.compat",
+                     custom_weights_path=f"{base}/ep5-ba1")
+    problems = [p for p in request_problems(req) if p.field == "custom_weights_path"]
+    assert len(problems) == 1 and isinstance(problems[0], Problem) and "has no checkpoint 'ep5-ba1'" in problems[0].message
+    ok = RunRequest(model="tiny", train_data_path="/data.jsonl", register_to="main.compat",
+                    custom_weights_path=f"{base}/ep0-ba4")
+    assert not [p for p in request_problems(ok) if p.field == "custom_weights_path"]

@@ -21,6 +21,7 @@ Every path comes from a caller the service does not trust, so:
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 import stat
@@ -95,6 +96,62 @@ def local_path(path: str) -> Path:
             "directory; foundation_model.create() makes local relative paths absolute for you)"
         )
     return local
+
+
+_MLFLOW_CHECKPOINT = re.compile(
+    r"^(?:dbfs:)?/databricks/mlflow-tracking/(?P<experiment>[^/]+)/(?P<run_id>[^/]+)/artifacts/"
+    r"(?P<run>[^/]+)/checkpoints/(?P<checkpoint>[^/]+?)/?$"
+)
+MLFLOW_TRACKING_PREFIXES = ("dbfs:/databricks/mlflow-tracking/", "/databricks/mlflow-tracking/")
+
+
+def checkpoint_path(path: str) -> Path:
+    """The local checkpoint a ``custom_weights_path`` names: as ``local_path``, and also the reference's
+    form that ``get_checkpoints()`` answers, ``dbfs:/databricks/mlflow-tracking/<experiment id>/<MLflow
+    run id>/artifacts/<run name>/checkpoints/ep#-ba#`` (or its ``latest-sharded-rank0.symlink``), mapped
+    to that run's local checkpoint folder. PathError when the run or the checkpoint is unknown here, or
+    the checkpoint belongs to another MLflow run."""
+    p = path.strip() if isinstance(path, str) else path
+    if not (isinstance(p, str) and p.startswith(MLFLOW_TRACKING_PREFIXES)):
+        return local_path(path)
+    local_path("/" + p.split("/", 1)[1])  # length and control characters, as for any path
+    m = _MLFLOW_CHECKPOINT.match(p)
+    if m is None:
+        raise PathError(
+            f"{short(p)} is not a checkpoint path: expected dbfs:/databricks/mlflow-tracking/<experiment id>/"
+            "<run id>/artifacts/<run name>/checkpoints/ep#-ba# (as get_checkpoints() answers)"
+        )
+    run, checkpoint, run_id = m["run"], m["checkpoint"], m["run_id"]
+    if any(part in (".", "..") for part in (run, checkpoint, run_id, m["experiment"])):
+        raise PathError(f"{short(p)}: '.' and '..' may not appear in a checkpoint path")
+    run_dir = config.runs_root() / run
+    if not is_folder(run_dir):
+        raise PathError(f"{short(p)}: there is no run named {short(run, 60)} on this service")
+    folder = run_dir / "checkpoints" / checkpoint
+    if not (is_folder(folder) or (checkpoint.endswith(".symlink") and is_regular_file(folder))):
+        known = sorted(c.name for c in (run_dir / "checkpoints").glob("ep*-ba*")) if is_folder(run_dir / "checkpoints") else []
+        raise PathError(
+            f"{short(p)}: run {run} has no checkpoint {short(checkpoint, 60)} "
+            f"(its checkpoints: {', '.join(known) or 'none yet'})"
+        )
+    recorded = _checkpoint_run_id(folder)
+    if recorded and recorded != run_id:
+        raise PathError(
+            f"{short(p)}: checkpoint {checkpoint} of run {run} belongs to MLflow run {recorded}, not {short(run_id, 40)}"
+        )
+    return folder
+
+
+def _checkpoint_run_id(folder: Path) -> str | None:
+    """The MLflow run id a checkpoint's checkpoint.json records (training/checkpoint.py), if any."""
+    info = folder / "checkpoint.json"
+    if not is_regular_file(info):
+        return None
+    try:
+        value = json.loads(read_small_text(info, 1024 * 1024)).get("mlflow_run_id")
+    except (ValueError, OSError, AttributeError):
+        return None
+    return value if isinstance(value, str) and value else None
 
 
 def short(text: str, limit: int = 120) -> str:

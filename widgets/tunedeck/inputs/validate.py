@@ -14,6 +14,7 @@ from tunedeck.errors import Problem
 from tunedeck.inputs import catalog, datasets, memory, params
 from tunedeck.inputs.paths import (
     PathError,
+    checkpoint_path,
     is_dataset_id,
     is_folder,
     is_regular_file,
@@ -120,7 +121,7 @@ def request_problems(req: RunRequest, devices: Devices | None = None) -> list[Pr
             and value.strip()
             and not (name != "custom_weights_path" and is_dataset_id(value))
         ):
-            attempt(name, local_path, value)
+            attempt(name, checkpoint_path if name == "custom_weights_path" else local_path, value)
     return problems
 
 
@@ -277,7 +278,7 @@ def _model_problem(model, task_type: str | None) -> Problem | None:
 
 def resolve_checkpoint(path: str) -> Path:
     """A checkpoint folder from its path or from a ``*.symlink`` file naming it."""
-    p = local_path(path)
+    p = checkpoint_path(path)
     if is_regular_file(p) and p.suffix == ".symlink":
         p = p.parent / _symlink_target(p)
     elif stat_path(p) is None and is_regular_file(p.with_suffix(".symlink")):
