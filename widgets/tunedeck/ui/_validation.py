@@ -47,7 +47,8 @@ LABELS = {
     "eval_prompts": "Eval prompts", "context_length": "Context length", "custom_weights_path": "Custom weights",
     "experiment_path": "Experiment", "data_prep_cluster_id": "Data prep cluster", "validate_inputs": "Validate inputs",
     "adapter": "Fine-tuning", "adapter_rank": "LoRA rank", "adapter_alpha": "LoRA alpha",
-    "adapter_target_modules": "Target modules",
+    "adapter_target_modules": "Target modules", "sweep": "Sweep",
+    "learning_rates": "Learning rate", "training_durations": "Duration", "lora_ranks": "LoRA rank",
 }
 REQUIRED = ("model", "train_data_path", "register_to")
 
@@ -76,6 +77,7 @@ class FormState:
     adapter_targets: str = "all-linear"  # all-linear | attention | custom
     adapter_modules: str = ""
     adapter_dropout: float = 0.0  # no field: kept from form(adapter=...)
+    sweep: bool = False  # Learning rate, Duration (and LoRA rank) take comma-separated lists: tunedeck.sweep
     strict: bool = False  # Start was pressed: required fields are flagged
 
     def values(self, names: tuple[str, ...]) -> tuple[Any, ...]:
@@ -93,14 +95,14 @@ DEPENDS: dict[str, tuple[str, ...]] = {
     "context_length": ("model", "context_length"),
     "custom_weights_path": ("model", "custom_weights_path"),
     "register_to": ("register_to",),
-    "training_duration": ("duration", "duration_unit"),
-    "learning_rate": ("learning_rate",),
+    "training_duration": ("duration", "duration_unit", "sweep"),
+    "learning_rate": ("learning_rate", "sweep"),
     "eval_prompts": ("eval_prompts",),
     "experiment_path": ("experiment_path",),
     "data_prep_cluster_id": ("data_prep_cluster_id",),
     "validate_inputs": ("validate_inputs",),
     "adapter": ("model", *_ADAPTER_STATE),
-    "adapter_rank": _ADAPTER_STATE,
+    "adapter_rank": (*_ADAPTER_STATE, "sweep"),
     "adapter_alpha": _ADAPTER_STATE,
     "adapter_target_modules": _ADAPTER_STATE,
 }
@@ -165,6 +167,19 @@ class Validation:
     model: ModelInfo | None
     default_context: int | None
     checks: dict[str, dict[str, Any]] = field(default_factory=dict)  # data-check answers still true
+    #: with Sweep on: tunedeck.sweep's lists (learning_rates, training_durations, lora_ranks), the valid
+    #: ones; ``params`` then holds the arguments every cell shares (no learning_rate, training_duration)
+    sweep: dict[str, list[Any]] | None = None
+
+    @property
+    def runs(self) -> int:
+        """How many runs Start creates (the sweep's cells; 1 without Sweep)."""
+        if self.sweep is None:
+            return 1
+        count = 1
+        for values in self.sweep.values():
+            count *= len(values)
+        return count
 
     def by_field(self) -> dict[str, list[Issue]]:
         out: dict[str, list[Issue]] = {}
@@ -218,33 +233,46 @@ def validate(state: FormState, models: dict[str, ModelInfo], reports: tuple[Repo
     if state.custom_weights_path.strip():
         out["custom_weights_path"] = state.custom_weights_path.strip()
 
-    # Duration
+    # Duration, Learning rate: one value each, or with Sweep comma-separated lists, each value checked as one
+    grid: dict[str, list[Any]] | None = {} if state.sweep else None
     unit = UNIT_NAMES.get(state.duration_unit, state.duration_unit)
-    text = state.duration.strip().replace("_", "").replace(",", "")
-    if not text:
-        raw.append(Problem("training_duration", f"is required: a whole number of {unit}"))
-    elif not text.isdigit():
-        raw.append(Problem("training_duration", f"must be a whole number of {unit}, found {_quote(state.duration)}"))
-    elif int(text) == 0:
-        raw.append(Problem("training_duration", f"must be greater than 0 (0 {unit} trains nothing)"))
+    if grid is None:
+        duration, why = _duration(state.duration.replace(",", ""), state.duration_unit)
+        if why:
+            raw.append(Problem("training_duration", why))
+            left_out["training_duration"] = "invalid"
+        elif duration is not None and str(duration) != checks.DEFAULT_DURATION:
+            out["training_duration"] = str(duration)
+        if state.learning_rate.strip():
+            try:
+                out["learning_rate"] = checks.parse_learning_rate(state.learning_rate.strip())
+            except ValueError as exc:
+                raw.append(Problem("learning_rate", str(exc)))
+                left_out["learning_rate"] = "invalid"
     else:
-        try:
-            duration = checks.parse_duration(f"{int(text)}{state.duration_unit}")
-        except ValueError as exc:
-            raw.append(Problem("training_duration", str(exc)))
-        else:
-            if str(duration) != checks.DEFAULT_DURATION:
-                out["training_duration"] = str(duration)
-    if "training_duration" not in out and any(p.field == "training_duration" for p in raw):
-        left_out["training_duration"] = "invalid"
-
-    # Learning rate
-    if state.learning_rate.strip():
-        try:
-            out["learning_rate"] = checks.parse_learning_rate(state.learning_rate.strip())
-        except ValueError as exc:
-            raw.append(Problem("learning_rate", str(exc)))
-            left_out["learning_rate"] = "invalid"
+        parts = _parts(state.learning_rate)
+        rates: list[Any] = []
+        for part in parts:
+            try:
+                rates.append(checks.parse_learning_rate(part))
+            except ValueError as exc:
+                raw.append(Problem("learning_rate", str(exc)))
+        raw += _twice("learning_rate", parts, rates)
+        if not parts and state.strict:
+            raw.append(Problem("learning_rate", "is required for a sweep: one or more values, comma-separated (e.g. 1e-4, 3e-4)"))
+        _sweep_list(grid, left_out, "learning_rates", parts, rates, raw, "learning_rate")
+        parts = _parts(state.duration)
+        durations: list[Any] = []
+        for part in parts:
+            duration, why = _duration(part, state.duration_unit, sweep=True)
+            if why:
+                raw.append(Problem("training_duration", why))
+            elif duration is not None:
+                durations.append(str(duration))
+        raw += _twice("training_duration", parts, durations)
+        if not parts:
+            raw.append(Problem("training_duration", f"is required: one or more whole numbers of {unit}, comma-separated"))
+        _sweep_list(grid, left_out, "training_durations", parts, durations, raw, "training_duration")
 
     # Context length: blank is the model's default; above the model's maximum is refused, with a fix
     if state.context_length.strip():
@@ -281,8 +309,23 @@ def validate(state: FormState, models: dict[str, ModelInfo], reports: tuple[Repo
 
     # Adapter: parse_adapter, as the service runs it, one setting at a time so each error sits by its field
     if state.adapter != "full":
-        lora = lora_of(state)
+        lora = lora_of(state if grid is None else dataclasses.replace(state, adapter_rank=""))
         found = []
+        if grid is not None:  # each rank of the sweep checked as the single field is
+            parts = _parts(state.adapter_rank)
+            ranks: list[Any] = []
+            for part in parts:
+                try:
+                    checks.parse_adapter(LoRA(rank=_number(part)))
+                except ValueError as exc:
+                    message = str(exc)
+                    found.append(Problem("adapter_rank", message if part in message else f"{_quote(part)}: {message}"))
+                else:
+                    ranks.append(_number(part))
+            found += _twice("adapter_rank", parts, ranks)
+            if not parts:
+                found.append(Problem("adapter_rank", "is required for a sweep: one or more ranks, comma-separated (e.g. 8, 16)"))
+            _sweep_list(grid, left_out, "lora_ranks", parts, ranks, found, "adapter_rank")
         for name, setting in (("adapter_rank", LoRA(rank=lora.rank)), ("adapter_alpha", LoRA(alpha=lora.alpha)),
                               ("adapter_target_modules", LoRA(target_modules=lora.target_modules))):
             try:
@@ -319,7 +362,54 @@ def validate(state: FormState, models: dict[str, ModelInfo], reports: tuple[Repo
             raw += [p for p in report.problems if report.current(state, p.field or "")]
 
     issues = _group([_word(p, fixes.get(id(p))) for p in raw])
-    return Validation(issues, _ordered(out), left_out, info, default_context, current_checks)
+    return Validation(issues, _ordered(out), left_out, info, default_context, current_checks, grid)
+
+
+def _duration(text: str, unit: str, sweep: bool = False) -> tuple[checks.Duration | None, str | None]:
+    """One Duration value as typed (a number of ``unit``): the Duration, or why not (naming the value
+    with Sweep on, where the field holds several)."""
+    name = UNIT_NAMES.get(unit, unit)
+    text = text.strip().replace("_", "")
+    if not text:
+        return None, f"is required: a whole number of {name}"
+    if not text.isdigit():
+        if sweep:
+            return None, f"{_quote(text)} is not a whole number of {name}"
+        return None, f"must be a whole number of {name}, found {_quote(text)}"
+    if int(text) == 0:
+        return None, (f"'0' must be greater than 0 (0 {name} trains nothing)" if sweep
+                      else f"must be greater than 0 (0 {name} trains nothing)")
+    try:
+        return checks.parse_duration(f"{int(text)}{unit}"), None
+    except ValueError as exc:
+        return None, str(exc)
+
+
+def _parts(text: str) -> list[str]:
+    """A Sweep field's values: comma-separated, blanks dropped."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _twice(field_name: str, parts: list[str], values: list[Any]) -> list[Problem]:
+    """A value given twice would make two identical runs."""
+    if len(values) != len(parts):
+        return []
+    seen: set[Any] = set()
+    out = []
+    for part, value in zip(parts, values, strict=True):
+        if value in seen:
+            out.append(Problem(field_name, f"{_quote(part)} is given twice: each value makes its own runs"))
+        seen.add(value)
+    return out
+
+
+def _sweep_list(grid: dict[str, list[Any]], left_out: dict[str, str], key: str, parts: list[str], values: list[Any],
+                raw: list[Problem], field_name: str) -> None:
+    """The sweep's list ``key`` when every value of the field is valid; else why it is left out."""
+    if parts and len(values) == len(parts) and not any(p.field == field_name for p in raw):
+        grid[key] = values
+    else:
+        left_out[key] = "missing" if not parts else "invalid"
 
 
 def lora_of(state: FormState) -> LoRA:
@@ -445,7 +535,10 @@ def line_ranges(lines: tuple[int, ...] | list[int]) -> str:
 # -- the code preview -----------------------------------------------------------------------------------------
 def preview_code(v: Validation) -> str:
     """The create() call of the valid parameters, ready to paste; a parameter that is missing or invalid is
-    a comment saying so, at its place: its value never reaches the preview."""
+    a comment saying so, at its place: its value never reaches the preview. With Sweep on: the
+    tunedeck.sweep call, then tunedeck.compare of its runs."""
+    if v.sweep is not None:
+        return _sweep_code(v)
     lines = [f"    {key}={_literal(value)}," for key, value in v.params.items()]
     for key, why in v.left_out.items():
         label = LABELS.get(key, key)
@@ -455,6 +548,32 @@ def preview_code(v: Validation) -> str:
         lines.insert(sum(1 for k in v.params if PARAMETERS.index(k) < order) + sum(
             1 for k in v.left_out if PARAMETERS.index(k) < order), comment)
     return "from tunedeck import foundation_model as fm\n\nrun = fm.create(\n" + "\n".join(lines) + "\n)"
+
+
+SWEEP_LISTS = ("learning_rates", "training_durations", "lora_ranks")
+
+
+def _sweep_code(v: Validation) -> str:
+    """The tunedeck.sweep call of a Sweep: its lists first, then what every cell shares; a list or
+    parameter that is missing or invalid is a comment, as in the create() preview."""
+    grid = v.sweep or {}
+    order = (*SWEEP_LISTS, *(p for p in PARAMETERS if p not in ("learning_rate", "training_duration")))
+    lines: list[str] = []
+    for key in order:
+        if key in grid:
+            lines.append(f"    {key}={_literal(grid[key])},")
+        elif key in v.params:
+            lines.append(f"    {key}={_literal(v.params[key])},")
+        elif key in v.left_out:
+            label = LABELS.get(key, key)
+            why = v.left_out[key]
+            lines.append(f"    # {key}: missing, fill in {label} above" if why == "missing"
+                         else f"    # {key}: left out, {label} is {why} (see the field marked in red)")
+    head = "import tunedeck\n"
+    if "adapter" in v.params and not isinstance(v.params["adapter"], str):
+        head += "from tunedeck import foundation_model as fm\n"
+    return (head + f"\n# {v.runs} run(s), one per combination, queued\nruns = tunedeck.sweep(\n" + "\n".join(lines)
+            + "\n)\ntunedeck.compare(runs)")
 
 
 def _literal(value: Any) -> str:

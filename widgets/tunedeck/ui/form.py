@@ -23,6 +23,7 @@ import traitlets
 from tunedeck import foundation_model as fm
 from tunedeck.errors import InvalidInputError, Problem
 from tunedeck.inputs import params as checks
+from tunedeck.sweeps import Sweep, sweep
 from tunedeck.types import LoRA, ModelInfo, TrainingRun
 from tunedeck.ui import _snapshot, _static
 from tunedeck.ui._datacheck import render_data_check
@@ -38,6 +39,7 @@ from tunedeck.ui._validation import (
     preview_code,
     validate,
 )
+from tunedeck.ui.compare import RunComparison
 from tunedeck.ui.monitor import RunMonitor
 
 __all__ = ["PARAMETERS", "CodeBlock", "TrainingForm", "form", "render_data_check"]
@@ -54,6 +56,7 @@ ADVANCED = (
     "experiment_path",
     "data_prep_cluster_id",
     "validate_inputs",
+    "sweep",
 )
 EVALUATION = ("eval_data_path", "eval_prompts")
 DATA_FIELDS = ("train_data_path", "eval_data_path")
@@ -66,7 +69,7 @@ WIDGETS = {
     "eval_prompts": "prompts_w", "context_length": "context_w", "custom_weights_path": "weights_w",
     "experiment_path": "experiment_w", "data_prep_cluster_id": "cluster_w", "validate_inputs": "validate_w",
     "adapter": "method_w", "adapter_rank": "rank_w", "adapter_alpha": "alpha_w", "adapter_targets": "targets_w",
-    "adapter_modules": "modules_w",
+    "adapter_modules": "modules_w", "sweep": "sweep_w",
 }
 
 
@@ -93,6 +96,8 @@ class TrainingForm(_snapshot.SnapshotDisplay, w.VBox):
         if unknown:
             raise TypeError(f"form() got unknown parameter(s) {', '.join(unknown)}; it takes create()'s: {', '.join(PARAMETERS)}")
         self.run: TrainingRun | None = None
+        self.runs: Sweep | None = None  # the last sweep Start created
+        self.comparison: RunComparison | None = None  # its comparison view, under the form
         self.monitor: RunMonitor | None = None
         self._strict = False  # "is required" shows only once Start was pressed
         self._started_at = -DOUBLE_CLICK_SECONDS
@@ -184,6 +189,10 @@ class TrainingForm(_snapshot.SnapshotDisplay, w.VBox):
         self.validate_w = w.Checkbox(
             value=bool(d.get("validate_inputs", True)), description="check paths, data and names first", indent=False
         )
+        self.sweep_w = w.Checkbox(
+            value=False, indent=False,
+            description="one run per combination of comma-separated Learning rates, Durations (and LoRA ranks)",
+        )
         self.preview = CodeBlock(title="Python — the same run from code")
         self.start_w = w.Button(description="Start training", button_style="primary", icon="play")
         self.start_w.add_class("td-start")
@@ -246,12 +255,13 @@ class TrainingForm(_snapshot.SnapshotDisplay, w.VBox):
             self._row("experiment_path", "Experiment", self.experiment_w),
             self._row("data_prep_cluster_id", "Data prep cluster", self.cluster_w),
             self._row("validate_inputs", "Validate inputs", self.validate_w),
+            self._row("sweep", "Sweep", self.sweep_w),
         ])
         self.evaluation_w = w.Accordion(
             children=[evaluation], titles=("Evaluation — eval data, eval prompts",), selected_index=None,
         )
         self.advanced_w = w.Accordion(
-            children=[advanced], titles=("Advanced — LoRA, context length, weights, experiment",), selected_index=None,
+            children=[advanced], titles=("Advanced — LoRA, context length, weights, experiment, sweep",), selected_index=None,
         )
         self.evaluation_w.add_class("td-section-evaluation")
         self.advanced_w.add_class("td-section-advanced")
@@ -291,7 +301,7 @@ class TrainingForm(_snapshot.SnapshotDisplay, w.VBox):
             experiment_path=self.experiment_w.value, data_prep_cluster_id=self.cluster_w.value,
             validate_inputs=bool(self.validate_w.value), adapter=self.method_w.value, adapter_rank=self.rank_w.value,
             adapter_alpha=self.alpha_w.value, adapter_targets=self.targets_w.value, adapter_modules=self.modules_w.value,
-            adapter_dropout=self._dropout, strict=self._strict,
+            adapter_dropout=self._dropout, sweep=bool(self.sweep_w.value), strict=self._strict,
         )
 
     def validation(self) -> Validation:
@@ -300,7 +310,8 @@ class TrainingForm(_snapshot.SnapshotDisplay, w.VBox):
 
     def params(self) -> dict[str, Any]:
         """The keyword arguments Start passes to ``fm.create()``: the valid ones, and only those that
-        differ from create()'s defaults."""
+        differ from create()'s defaults (with Sweep on: those every cell shares; ``validation().sweep``
+        holds the lists)."""
         return self.validation().params
 
     def problems(self) -> list[Issue]:
@@ -353,6 +364,9 @@ class TrainingForm(_snapshot.SnapshotDisplay, w.VBox):
         if v.issues or v.left_out:
             self.estimate_out.value = _note("fix the fields marked in red to get an estimate", error=True)
             return None
+        if v.sweep is not None:
+            self.estimate_out.value = _note("an estimate is of one run: turn Sweep off to estimate a cell", error=True)
+            return None
         state = self.state()
         self.estimate_out.value = _note("estimating (the first time for a model: a few training steps to time)…")
         try:
@@ -385,6 +399,9 @@ class TrainingForm(_snapshot.SnapshotDisplay, w.VBox):
         v = self._refresh()
         if v.issues or v.left_out:
             return None
+        if v.sweep is not None:
+            self._submit_sweep(v)
+            return None
         self.start_w.disabled = True
         self._set_note("starting…")
         state = self.state()
@@ -416,6 +433,39 @@ class TrainingForm(_snapshot.SnapshotDisplay, w.VBox):
         self.monitors.children = (self.monitor, *self.monitors.children)
         self._set_note(f"started {run.name}")
         return run
+
+    def _submit_sweep(self, v: Validation) -> Sweep | None:
+        """Start with Sweep on: ``tunedeck.sweep`` of the form's lists (every cell checked by the service
+        before any run is created), and their comparison view under the form."""
+        self.start_w.disabled = True
+        self._set_note(f"checking {v.runs} runs…")
+        state = self.state()
+        try:
+            grid = v.sweep or {}
+            runs = sweep(grid["learning_rates"], grid["training_durations"], grid.get("lora_ranks"), **v.params)
+        except InvalidInputError as exc:  # each problem by its field, naming its cell
+            self._reports.append(Report(state, "create", problems=tuple(exc.problems)))
+            self._note = ""
+            self._refresh()
+            return None
+        except Exception as exc:  # noqa: BLE001 - a message, never a traceback
+            made: Sweep = getattr(exc, "created_runs", None) or Sweep()
+            if made:
+                self._show_sweep(made)
+            self._set_note(f"could not start: {_snapshot.describe(exc)}"
+                           + (f" ({len(made)} run(s) were created first: shown below)" if made else ""), error=True)
+            return None
+        finally:
+            self.start_w.disabled = False
+        self._started_at = time.monotonic()
+        self._show_sweep(runs)
+        self._set_note(f"started {len(runs)} runs: " + ", ".join(r.name for r in runs))
+        return runs
+
+    def _show_sweep(self, runs: Sweep) -> None:
+        self.runs = runs
+        self.comparison = RunComparison(runs)
+        self.monitors.children = (self.comparison, *self.monitors.children)
 
     def _set_note(self, text: str, error: bool = False) -> None:
         self._note = _note(text, error=error)
@@ -468,10 +518,23 @@ class TrainingForm(_snapshot.SnapshotDisplay, w.VBox):
             lr_default = "the model's default"
         if state.adapter != "full":  # adapters start at zero and take larger steps
             lr_default = f"{checks.default_learning_rate(info.parameters if info else None, {'type': 'lora'}):g} for LoRA"
-        self.lr_w.placeholder = f"default {lr_default}"
-        self.lr_help.value = (
-            f"<span class='td-muted' style='font-size:12px'>blank = {esc(lr_default)} · AdamW, 2% warmup, linear decay</span>"
-        )
+        if state.sweep:
+            self.lr_w.placeholder = "e.g. 1e-4, 3e-4"
+            self.duration_w.placeholder = "e.g. 1, 2"
+            self.rank_w.placeholder = "e.g. 8, 16"
+            self.lr_help.value = (
+                "<span class='td-muted' style='font-size:12px'>Sweep: comma-separated values, one run per "
+                f"combination ({v.runs} run(s)) · {esc(lr_default)} is a good centre</span>"
+            )
+            self.start_w.description = f"Start sweep ({v.runs} runs)"
+        else:
+            self.lr_w.placeholder = f"default {lr_default}"
+            self.duration_w.placeholder = "e.g. 3"
+            self.rank_w.placeholder = "16"
+            self.lr_help.value = (
+                f"<span class='td-muted' style='font-size:12px'>blank = {esc(lr_default)} · AdamW, 2% warmup, linear decay</span>"
+            )
+            self.start_w.description = "Start training"
         if info and v.default_context:
             self.context_w.placeholder = f"default {v.default_context:,}"
             context_note = f"blank = {v.default_context:,} · at most {info.max_context_length:,} for {info.name}"
@@ -483,7 +546,8 @@ class TrainingForm(_snapshot.SnapshotDisplay, w.VBox):
         self.modules_w.layout.display = None if state.adapter_targets == "custom" else "none"
         self.method_help.value = f"<span class='td-muted' style='font-size:12px'>{esc(METHOD_HELP[state.adapter])}</span>"
         try:
-            parsed = checks.parse_adapter(LoRA(rank=_rank(state.adapter_rank)))
+            rank = state.adapter_rank.split(",")[0] if state.sweep else state.adapter_rank
+            parsed = checks.parse_adapter(LoRA(rank=_rank(rank)))
             alpha_default = f"{parsed['alpha']:g}" if parsed else ""
         except ValueError:
             alpha_default = ""
@@ -541,12 +605,13 @@ class TrainingForm(_snapshot.SnapshotDisplay, w.VBox):
 
     # -- snapshots --------------------------------------------------------------------------------
     def _snapshot_text(self) -> str:
-        monitors = [m._snapshot_text() for m in self.monitors.children if isinstance(m, RunMonitor)]
+        monitors = [m._snapshot_text() for m in self.monitors.children if isinstance(m, (RunMonitor, RunComparison))]
         return "\n\n".join(["tunedeck training form\n" + self.code(), *monitors])
 
     def _snapshot_html(self) -> str:
         esc = _snapshot.esc
-        monitors = "".join(m._snapshot_html() for m in self.monitors.children if isinstance(m, RunMonitor))
+        monitors = "".join(m._snapshot_html() for m in self.monitors.children
+                           if isinstance(m, (RunMonitor, RunComparison)))
         return (
             "<div class='tunedeck-snapshot' style='font-size:13px'><b>tunedeck · new training run</b>"
             f"<pre style='font-size:12px'>{esc(self.code())}</pre>{monitors}</div>"
