@@ -40,7 +40,7 @@ def test_quickstart(nb_home, tmp_path):
     run_out = shown(nb, find_cell(nb, "fm.get(run)"))  # a TrainingRun displays as its monitor
     assert WIDGET_VIEW in run_out
     html = run_out["text/html"]
-    for text in ("COMPLETED", "Registered model main.quickstart.", "version 1", "TRAIN_UPDATED", "Eval generations at"):
+    for text in ("COMPLETED", "Registered model main.quickstart.", "version 1", "TRAIN_UPDATED", "Eval generations by checkpoint"):  # the results card
         assert text in html, text
     assert "COMPLETED" in run_out["text/plain"]
     assert "application/vnd.jupyter.widget-state+json" in nb.metadata.get("widgets", {})
