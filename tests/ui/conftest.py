@@ -30,3 +30,20 @@ def sent(monkeypatch):
     messages = Sent()
     monkeypatch.setattr(RunMonitor, "send", lambda self, content, buffers=None: messages.append(content))
     return messages
+
+
+@pytest.fixture
+def make_form(fake, sent):
+    """Forms made by the test, closed after it."""
+    from tunedeck.ui.form import TrainingForm
+
+    made = []
+
+    def make(**defaults):
+        f = TrainingForm(**defaults)
+        made.append(f)
+        return f
+
+    yield make
+    for f in made:
+        f.close()

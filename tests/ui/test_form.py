@@ -14,20 +14,6 @@ from tunedeck.ui.monitor import RunMonitor
 from tests.ui.fakes import invalid
 
 
-@pytest.fixture
-def make_form(fake, sent):
-    made = []
-
-    def make(**defaults):
-        f = TrainingForm(**defaults)
-        made.append(f)
-        return f
-
-    yield make
-    for f in made:
-        f.close()
-
-
 def create_call(code: str) -> dict:
     """The keyword arguments of the fm.create(...) call in the preview, evaluated as Python."""
     tree = ast.parse(code)

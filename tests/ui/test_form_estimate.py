@@ -6,30 +6,14 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 
-import pytest
 
 from tunedeck.types import RunStatus
 from tunedeck.ui._results import estimate_vs_actual, results_card
-from tunedeck.ui.form import TrainingForm
 from tunedeck.ui.monitor import RunMonitor
 
 from tests.ui.fakes import T0
 
 VALID = dict(model="tiny-chat", train_data_path="t", register_to="main.demo", training_duration="40ba")
-
-
-@pytest.fixture
-def make_form(fake, sent):
-    made = []
-
-    def make(**defaults):
-        f = TrainingForm(**defaults)
-        made.append(f)
-        return f
-
-    yield make
-    for f in made:
-        f.close()
 
 
 def test_estimate_shows_under_start_until_the_form_changes(make_form, fake):

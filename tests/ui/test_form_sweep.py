@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ast
 
-import pytest
 
 from tunedeck.errors import Problem
 from tunedeck.types import LoRA
@@ -20,20 +19,6 @@ from tunedeck.ui.form import TrainingForm
 from tunedeck.ui.monitor import RunMonitor
 
 BASE = {"model": "tiny-chat", "train_data_path": "/d/train.jsonl", "register_to": "main.demo"}
-
-
-@pytest.fixture
-def make_form(fake, sent):
-    made = []
-
-    def make(**defaults):
-        f = TrainingForm(**defaults)
-        made.append(f)
-        return f
-
-    yield make
-    for f in made:
-        f.close()
 
 
 def errors(form: TrainingForm) -> dict[str, str]:
