@@ -189,9 +189,10 @@ class TrainingForm(_snapshot.SnapshotDisplay, w.VBox):
         self.validate_w = w.Checkbox(
             value=bool(d.get("validate_inputs", True)), description="check paths, data and names first", indent=False
         )
-        self.sweep_w = w.Checkbox(
-            value=False, indent=False,
-            description="one run per combination of comma-separated Learning rates, Durations (and LoRA ranks)",
+        self.sweep_w = w.Checkbox(value=False, indent=False, description="a run per combination of values")
+        self.sweep_help = w.HTML(
+            "<span class='td-muted' style='font-size:12px'>Learning rate, Duration (and LoRA rank) take "
+            "comma-separated values; Start creates one run per combination and compares them</span>"
         )
         self.preview = CodeBlock(title="Python — the same run from code")
         self.start_w = w.Button(description="Start training", button_style="primary", icon="play")
@@ -255,7 +256,7 @@ class TrainingForm(_snapshot.SnapshotDisplay, w.VBox):
             self._row("experiment_path", "Experiment", self.experiment_w),
             self._row("data_prep_cluster_id", "Data prep cluster", self.cluster_w),
             self._row("validate_inputs", "Validate inputs", self.validate_w),
-            self._row("sweep", "Sweep", self.sweep_w),
+            self._row("sweep", "Sweep", self.sweep_w, below=(self.sweep_help,)),
         ])
         self.evaluation_w = w.Accordion(
             children=[evaluation], titles=("Evaluation — eval data, eval prompts",), selected_index=None,
