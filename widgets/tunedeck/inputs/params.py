@@ -6,8 +6,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from tunedeck.types.create_params import DEFAULT_TASK_TYPE  # create()'s default, defined once
+
 TASK_TYPES = ("CHAT_COMPLETION", "INSTRUCTION_FINETUNE", "CONTINUED_PRETRAIN")
-DEFAULT_TASK_TYPE = "CHAT_COMPLETION"
 DEFAULT_DURATION = "1ep"
 DEFAULT_MAX_CONTEXT = 8192
 

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 import getpass
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -25,36 +23,10 @@ from tunedeck.inputs.paths import (
     stat_path,
 )
 from tunedeck.inputs.spec import RunSpec
+from tunedeck.types.create_params import CreateParams
 
-
-@dataclass
-class RunRequest:
-    """The parameters of create(), as the user gave them."""
-
-    model: str
-    train_data_path: str
-    register_to: str
-    task_type: str = params.DEFAULT_TASK_TYPE
-    eval_data_path: str | None = None
-    eval_prompts: list[str] | None = None
-    custom_weights_path: str | None = None
-    training_duration: str | None = None
-    learning_rate: str | float | None = None
-    context_length: str | int | None = None
-    experiment_path: str | None = None
-    data_prep_cluster_id: str | None = None
-    validate_inputs: bool = True
-    adapter: str | dict[str, Any] | None = None
-    created_by: str | None = field(default=None)
-    num_devices: int | None = None  # processes of the run, one device each (None: TUNEDECK_NUM_DEVICES, 1)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> RunRequest:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise TypeError(f"unknown parameter(s): {', '.join(str(u)[:80] for u in unknown[:10])}")
-        return cls(**d)
+#: create()'s parameters as the user gave them: the one definition, in types/create_params.py
+RunRequest = CreateParams
 
 
 class Devices(NamedTuple):

@@ -28,7 +28,7 @@ from tunedeck.service.datacheck import DataChecker
 from tunedeck.service.devices import Assignment, DevicePool, DeviceScheduler, discover
 from tunedeck.service.store import RunExistsError, Store
 from tunedeck.service.worker_process import WorkerExit, WorkerProcess
-from tunedeck.types import Checkpoint, EventType, ModelInfo, RunStatus, TrainingEvent, TrainingRun, utcnow
+from tunedeck.types import Checkpoint, EventType, ModelInfo, RunStatus, TrainingEvent, TrainingRun, create_params, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -145,34 +145,13 @@ class RunService:
         else:  # still the cheap checks: types, lengths, names, path syntax, num_devices (nothing is read)
             problems = request_problems(req, self._devices())
             named = {p.field for p in problems}
-            problems += [Problem(f, "is required") for f in ("model", "train_data_path", "register_to")
-                         if not getattr(req, f) and f not in named]
+            problems += [Problem(f, "is required") for f in create_params.required() if not getattr(req, f) and f not in named]
             if problems:
                 raise InvalidInputError(problems)
-        run = TrainingRun(
-            name=name,
-            status=RunStatus.PENDING,
-            model=req.model,
-            train_data_path=req.train_data_path,
-            register_to=req.register_to,
-            task_type=(req.task_type or "CHAT_COMPLETION").upper(),
-            eval_data_path=req.eval_data_path,
-            eval_prompts=[req.eval_prompts] if isinstance(req.eval_prompts, str) else req.eval_prompts,
-            custom_weights_path=req.custom_weights_path,
-            training_duration=req.training_duration,
-            learning_rate=float(req.learning_rate) if _is_number(req.learning_rate) else None,
-            context_length=int(req.context_length) if _is_int(req.context_length) else None,
-            experiment_path=req.experiment_path or f"/Users/{req.created_by}/{name}",
-            data_prep_cluster_id=req.data_prep_cluster_id,
-            validate_inputs=req.validate_inputs,
-            adapter=_adapter_or_none(req.adapter),
-            created_by=req.created_by,
-            created_at=utcnow(),
-            details="Waiting to start",
-            run_dir=str(config.runs_root() / name),
-        )
+        run = TrainingRun(name=name, status=RunStatus.PENDING, created_at=utcnow(), details="Waiting to start",
+                          run_dir=str(config.runs_root() / name), **_recorded(req, name))
         (config.runs_root() / name).mkdir(parents=True, exist_ok=True)
-        (config.runs_root() / name / "request.json").write_text(json.dumps(req.__dict__, indent=2, default=str))
+        (config.runs_root() / name / "request.json").write_text(json.dumps(req.to_dict(), indent=2, default=str))
         try:
             self.store.add_run(run, EventType.CREATED.value, f"Run {name} created")
         except RunExistsError:  # a 6-character collision: try once more with a fresh name
@@ -516,6 +495,22 @@ def _describe_exit(code: int, tail: str) -> str:
         what = f"the training worker exited with code {code}"
     last = tail.strip().splitlines()[-1] if tail.strip() else ""
     return f"{what}; last log line: {last}" if last else what
+
+
+def _recorded(req: RunRequest, name: str) -> dict[str, Any]:
+    """The run record's copy of every create() parameter (TrainingRun has a field for each:
+    tests/api/test_create_params.py), normalized: numbers as numbers, prompts as a list, the task in
+    capitals, the default experiment path filled in. Values the worker settles (defaults of duration,
+    learning rate, context length) are recorded when it starts."""
+    return {
+        **req.to_dict(),
+        "task_type": (req.task_type or params.DEFAULT_TASK_TYPE).upper(),
+        "eval_prompts": [req.eval_prompts] if isinstance(req.eval_prompts, str) else req.eval_prompts,
+        "learning_rate": float(req.learning_rate) if _is_number(req.learning_rate) else None,
+        "context_length": int(req.context_length) if _is_int(req.context_length) else None,
+        "experiment_path": req.experiment_path or f"/Users/{req.created_by}/{name}",
+        "adapter": _adapter_or_none(req.adapter),
+    }
 
 
 def _is_number(v: Any) -> TypeGuard[str | float]:

@@ -40,7 +40,7 @@ from tunedeck.errors import InvalidInputError, RunNotFoundError
 from tunedeck.inputs.paths import PathError, local_path
 from tunedeck.inputs.validate import RunRequest
 from tunedeck.service.core import RunService
-from tunedeck.types import TrainingRun
+from tunedeck.types import TrainingRun, create_params
 
 log = logging.getLogger(__name__)
 
@@ -349,59 +349,53 @@ class _Root:
     def _details(self, run: TrainingRun) -> dict[str, Any]:
         mlflow = {"experimentPath": run.experiment_path, "modelRegistryPath": run.register_to,
                   "mlflowExperimentId": run.mlflow_experiment_id, "mlflowRunId": run.mlflow_run_id}
+        flat = {path: getattr(run, name) for name, path in create_params.wire_paths().items() if "." not in path}
         return {
-            "model": run.model,
-            "taskType": run.task_type,
-            "trainDataPath": run.train_data_path,
-            "saveFolder": run.save_folder or run.run_dir or REFERENCE_SAVE_FOLDER,
-            "evalDataPath": run.eval_data_path,
-            "evalPrompts": run.eval_prompts,
+            **flat,
             "trainingDuration": None if run.training_duration is None else str(run.training_duration),
-            "learningRate": run.learning_rate,
-            "contextLength": run.context_length,
+            # the reference's template, which the client fills with the MLflow ids: get_checkpoints()
+            # joins it to the artifacts it lists (service/databricks_mlflow.py), giving paths that
+            # custom_weights_path accepts back
+            "saveFolder": REFERENCE_SAVE_FOLDER,
             # a dict, never null: the client reads `'clusterId' in dataPrepConfig` when the key is there
             "dataPrepConfig": {"clusterId": run.data_prep_cluster_id} if run.data_prep_cluster_id else {},
             "experimentTracker": {"mlflow": {k: v for k, v in mlflow.items() if v is not None}},
-            "customWeightsPath": run.custom_weights_path,
             "formattedFinetuningEvents": lambda _info: [_event(e) for e in self.service.events(run.name)],
         }
 
 
 def _run_request(config: dict[str, Any]) -> RunRequest:
-    """The client's createFinetune config as create()'s parameters."""
+    """The client's createFinetune config as create()'s parameters (their ``wire`` paths:
+    types/create_params.py)."""
     tracker = config.get("experimentTracker") or {}
     if not isinstance(tracker, dict):
         raise BadRequest("experimentTracker must be an object such as {mlflow: {experimentPath, modelRegistryPath}}")
     others = sorted(set(tracker) - {"mlflow"})
     if others:
         raise BadRequest(f"experimentTracker: only mlflow is supported by tunedeck, found {', '.join(others)}")
-    mlflow = tracker.get("mlflow") or {}
-    if not isinstance(mlflow, dict):
+    if not isinstance(tracker.get("mlflow") or {}, dict):
         raise BadRequest("experimentTracker.mlflow must be an object")
-    prep = config.get("dataPrepConfig") or {}
-    if not isinstance(prep, dict):
+    if not isinstance(config.get("dataPrepConfig") or {}, dict):
         raise BadRequest("dataPrepConfig must be an object such as {clusterId}")
-    experiment_path, created_by = mlflow.get("experimentPath") or None, None
+    values = {name: _at(config, path) for name, path in create_params.wire_paths().items()}
+    values["register_to"] = values["register_to"] or ""  # missing: create() says register_to is required
+    values["task_type"] = values["task_type"] or create_params.DEFAULT_TASK_TYPE
+    experiment_path = values["experiment_path"] or None
     if isinstance(experiment_path, str) and experiment_path.startswith("/Users/") and experiment_path.endswith("/{}"):
         # the client's default: /Users/<user>/{} where the service names the experiment after the run
-        created_by = experiment_path[len("/Users/"):-len("/{}")] or None
+        values["created_by"] = experiment_path[len("/Users/"):-len("/{}")] or None
         experiment_path = None
-    return RunRequest(
-        model=config["model"],
-        train_data_path=config["trainDataPath"],
-        register_to=mlflow.get("modelRegistryPath") or "",  # missing: create() says register_to is required
-        task_type=config.get("taskType") or "CHAT_COMPLETION",
-        eval_data_path=config.get("evalDataPath"),
-        eval_prompts=config.get("evalPrompts"),
-        custom_weights_path=config.get("customWeightsPath"),
-        training_duration=config.get("trainingDuration"),
-        learning_rate=config.get("learningRate"),
-        context_length=config.get("contextLength"),
-        experiment_path=experiment_path,
-        data_prep_cluster_id=prep.get("clusterId"),
-        validate_inputs=not config.get("disableCredentialsCheck", False),
-        created_by=created_by,
-    )
+    values["experiment_path"] = experiment_path
+    values["validate_inputs"] = not config.get("disableCredentialsCheck", False)
+    return RunRequest(**values)
+
+
+def _at(config: dict[str, Any], path: str) -> Any:
+    """The value at a dotted ``wire`` path ('experimentTracker.mlflow.experimentPath'), or None."""
+    value: Any = config
+    for key in path.split("."):
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
 
 
 def _event(event: Any) -> dict[str, Any]:

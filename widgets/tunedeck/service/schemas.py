@@ -2,32 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from tunedeck.types import create_params
 
 
-class RunCreate(BaseModel):
+def _create_params_model() -> type[BaseModel]:
+    """create()'s parameters (types/create_params.py) as a pydantic model: their types, defaults, help."""
+    hints = get_type_hints(create_params.CreateParams)
+    body: dict[str, Any] = {
+        f.name: (hints[f.name], Field(... if f.default is dataclasses.MISSING else f.default, description=f.metadata["help"]))
+        for f in create_params.fields()
+    }
+    return create_model("CreateParams", __config__=ConfigDict(extra="forbid", protected_namespaces=()), **body)
+
+
+class RunCreate(_create_params_model()):  # type: ignore[misc]  # (a base built from the one definition)
     """The parameters of foundation_model.create()."""
-
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
-    model: str
-    train_data_path: str
-    register_to: str
-    task_type: str = "CHAT_COMPLETION"
-    eval_data_path: str | None = None
-    eval_prompts: list[str] | str | None = None
-    custom_weights_path: str | None = None
-    training_duration: str | None = None
-    learning_rate: str | float | None = None
-    context_length: str | int | None = None
-    experiment_path: str | None = None
-    data_prep_cluster_id: str | None = None
-    validate_inputs: bool = True
-    adapter: str | dict[str, Any] | None = None
-    created_by: str | None = None
-    num_devices: int | None = None
 
 
 class DataCheckRequest(BaseModel):

@@ -367,6 +367,7 @@ class TrainingRun:
     validate_inputs: bool = True
     adapter: dict[str, Any] | None = None  # tunedeck option: LoRA(...).to_dict(); None = full fine-tuning
     created_by: str | None = None
+    num_devices: int | None = None  # tunedeck option: processes of the run (None: the service's default)
     created_at: datetime | None = None
     started_at: datetime | None = None
     completed_at: datetime | None = None

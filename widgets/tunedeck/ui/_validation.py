@@ -27,7 +27,7 @@ from tunedeck.errors import Problem
 from tunedeck.inputs import catalog
 from tunedeck.inputs import params as checks
 from tunedeck.inputs.paths import hf_hub_cache, is_folder, snapshot_dir
-from tunedeck.types import LoRA, ModelInfo
+from tunedeck.types import LoRA, ModelInfo, create_params
 
 TASKS = (
     ("Chat completion", "CHAT_COMPLETION"),
@@ -40,17 +40,13 @@ METHOD_LABELS = {"full": "Full fine-tuning", "lora": "LoRA", "qlora": "QLoRA"}
 EN_DASH = "\u2013"  # ranges of lines: "lines 1–4"  # noqa: RUF003
 OTHER_MODEL = "__typed__"  # the model dropdown's "a local folder or Hugging Face id" entry
 
-#: The form's label of each create() parameter (and of the form's own adapter fields).
+#: The form's label of each create() parameter (types/create_params.py) and of the form's own fields.
 LABELS = {
-    "model": "Model", "task_type": "Task", "train_data_path": "Train data", "register_to": "Register to",
-    "training_duration": "Duration", "learning_rate": "Learning rate", "eval_data_path": "Eval data",
-    "eval_prompts": "Eval prompts", "context_length": "Context length", "custom_weights_path": "Custom weights",
-    "experiment_path": "Experiment", "data_prep_cluster_id": "Data prep cluster", "validate_inputs": "Validate inputs",
-    "adapter": "Fine-tuning", "adapter_rank": "LoRA rank", "adapter_alpha": "LoRA alpha",
-    "adapter_target_modules": "Target modules", "sweep": "Sweep",
-    "learning_rates": "Learning rate", "training_durations": "Duration", "lora_ranks": "LoRA rank",
+    **create_params.labels(),
+    "adapter_rank": "LoRA rank", "adapter_alpha": "LoRA alpha", "adapter_target_modules": "Target modules",
+    "sweep": "Sweep", "learning_rates": "Learning rate", "training_durations": "Duration", "lora_ranks": "LoRA rank",
 }
-REQUIRED = ("model", "train_data_path", "register_to")
+REQUIRED = create_params.required()
 
 
 @dataclass(frozen=True)
@@ -593,11 +589,9 @@ def _literal(value: Any) -> str:
 
 
 # -- helpers -------------------------------------------------------------------------------------------------
-PARAMETERS = (
-    "model", "train_data_path", "register_to", "task_type", "eval_data_path", "eval_prompts",
-    "custom_weights_path", "training_duration", "learning_rate", "context_length",
-    "experiment_path", "data_prep_cluster_id", "validate_inputs", "adapter",
-)
+#: create()'s parameters the form has, in the preview's order (types/create_params.py's; num_devices is
+#: not in the form: a notebook's run trains on one device unless its code asks for more)
+PARAMETERS = tuple(name for name in create_params.api_names() if name != "num_devices")
 
 
 def _ordered(params: dict[str, Any]) -> dict[str, Any]:
