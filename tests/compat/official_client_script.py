@@ -50,6 +50,7 @@ def describe(run: TrainingRun) -> dict:
         "created_at": run.created_at, "started_at": run.started_at, "completed_at": run.completed_at,
         "events": None if run.events is None else [e.type for e in run.events],
         "submitted_config_model": None if run.submitted_config is None else run.submitted_config.model,
+        "custom_weights_path": run.custom_weights_path,
     }
 
 
@@ -76,8 +77,22 @@ done = record("get_completed", lambda: fm.get(run.name))
 record("run_get_events", lambda: [e.type for e in run.get_events()])
 record("refresh", lambda: run.refresh().status.value)
 
-# a second run, to cancel while it trains
-long_run = record("create_second", lambda: fm.create(train_data_path=TRAIN_PATH, training_duration="5000ba", **common))
+# the run's checkpoints as the client reads them: MLflow artifacts under <run name>/checkpoints, listed
+# through MLflow's REST API on DATABRICKS_HOST (MLFLOW_TRACKING_URI=databricks, as off Databricks)
+checkpoints = record("get_checkpoints", lambda: fm.get_checkpoints(done)) if done is not None else None
+last = latest = None
+if checkpoints:
+    last = max(checkpoints, key=lambda path: int(path.rsplit("-ba", 1)[1]))  # listed by name: ep6 after ep30
+    latest = last.rsplit("/", 1)[0] + "/latest-sharded-rank0.symlink"
+    # validate_inputs=True looks for .distcp files in a checkpoint folder: tunedeck's are Hugging Face
+    # folders (a knowing difference), so the client refuses the ep#-ba# path before any run exists
+    record("create_from_checkpoint_validated", lambda: fm.create(
+        train_data_path=TRAIN_PATH, training_duration="2ba", custom_weights_path=last, **common))
+
+# a second run, from the last step's checkpoint get_checkpoints returned, to cancel while it trains
+long_run = record("create_second", lambda: fm.create(
+    train_data_path=TRAIN_PATH, training_duration="5000ba", validate_inputs=False,
+    custom_weights_path=last, **common))
 if long_run is not None:
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and fm.get(long_run.name).status not in (RunStatus.RUNNING, RunStatus.FAILED):
@@ -90,6 +105,18 @@ if long_run is not None:
     record("get_cancelled", lambda: fm.get(long_run.name))
     record("cancel_again", lambda: long_run.cancel())
     record("cancelled_events", lambda: [e.type for e in fm.get_events(long_run.name)])
+
+# a third, from the checkpoint folder's latest-sharded-rank0.symlink with the client's defaults: its
+# .symlink check lists the checkpoints folder and finds the file; cancelled as soon as it is created
+if latest is not None:
+    third = record("create_from_latest_validated", lambda: fm.create(
+        train_data_path=TRAIN_PATH, training_duration="5000ba", custom_weights_path=latest, **common))
+    if third is not None:
+        record("cancel_third", lambda: fm.cancel(third))
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not fm.get(third.name).status.is_terminal():
+            time.sleep(1)
+        record("get_third", lambda: fm.get(third.name))
 
 # list, with each of the client's filters
 record("list_all", lambda: names(fm.list()))

@@ -56,22 +56,29 @@ def service(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def answers(service, tmp_path_factory) -> dict:
-    """What each official-client call answered (tests/compat/official_client_script.py)."""
+def genai() -> Path:
+    """The official client's python (skips where its venv is missing)."""
     if not GENAI_PYTHON.exists():
         pytest.skip(f"the official client's venv is missing: {BUILD}")
     probe = subprocess.run([str(GENAI_PYTHON), "-c", "import databricks.model_training"], capture_output=True, text=True)
     if probe.returncode:
         pytest.skip(f"databricks-genai is not importable in .venv-genai ({probe.stderr.strip()[-200:]}): {BUILD}")
+    return GENAI_PYTHON
+
+
+@pytest.fixture(scope="module")
+def answers(service, genai, tmp_path_factory) -> dict:
+    """What each official-client call answered (tests/compat/official_client_script.py)."""
     out = tmp_path_factory.mktemp("client") / "answers.json"
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(out.parent),  # no ~/.databrickscfg: the client reads only the two variables below
         "DATABRICKS_HOST": service.url,
         "DATABRICKS_TOKEN": service.token,
+        "MLFLOW_TRACKING_URI": "databricks",  # get_checkpoints() lists through MLflow's default tracking URI
         "PYTHONUNBUFFERED": "1",
     }
-    proc = subprocess.run([str(GENAI_PYTHON), str(SCRIPT), f"dbfs:{VOLUME_PATH}", str(out)], env=env,
+    proc = subprocess.run([str(genai), str(SCRIPT), f"dbfs:{VOLUME_PATH}", str(out)], env=env,
                           capture_output=True, text=True, timeout=540)
     assert out.exists(), f"the client script wrote nothing (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     result = json.loads(out.read_text())
@@ -138,8 +145,37 @@ def test_get_events_follow_ends_with_completed_and_the_run_is_registered(answers
     assert ok(answers, "refresh") == "COMPLETED"
 
 
+def test_get_checkpoints_answers_the_runs_real_checkpoints_in_the_references_form(answers, service):
+    """The client lists MLflow artifacts of the run under <run name>/checkpoints (tracking URI
+    databricks: runs/get, then artifacts/list on the service) and joins each ep* entry to the save
+    folder: the run's real checkpoint folders, as dbfs:/databricks/mlflow-tracking/... paths."""
+    done = ok(answers, "get_completed")
+    paths = ok(answers, "get_checkpoints")
+    local = sorted(p.name for p in (service.home / "runs" / done["name"] / "checkpoints").glob("ep*-ba*"))
+    assert any(name.endswith("-ba30") for name in local)  # the last step's checkpoint among them
+    prefix = f"dbfs:/databricks/mlflow-tracking/{done['experiment_id']}/{done['run_id']}/artifacts/{done['name']}/checkpoints/"
+    assert paths == [prefix + name for name in local]  # MLflow's listing order: by path
+
+
+def test_create_from_a_returned_checkpoint_path(answers, service):
+    """validate_inputs=True: the client looks for .distcp files in the folder and finds tunedeck's
+    Hugging Face files (a knowing difference: docs/reference-compatibility.md), so it refuses before
+    creating anything; validate_inputs=False: the run starts from that checkpoint. The folder's
+    latest-sharded-rank0.symlink passes the client's own check with its defaults."""
+    path = next(p for p in ok(answers, "get_checkpoints") if p.endswith("-ba30"))  # the last step's
+    refused = failed(answers, "create_from_checkpoint_validated")
+    assert refused["error"] == "ValidationError" and ".distcp" in refused["message"] and path in refused["message"]
+    second = ok(answers, "create_second")
+    assert second["custom_weights_path"] == path and service.run(second["name"])["custom_weights_path"] == path
+    assert ok(answers, "second_status_before_cancel") == "RUNNING"  # its weights loaded from the checkpoint
+
+    third = ok(answers, "create_from_latest_validated")
+    assert third["custom_weights_path"] == path.rsplit("/", 1)[0] + "/latest-sharded-rank0.symlink"
+    assert ok(answers, "cancel_third") == 1 and ok(answers, "get_third")["status"] == "STOPPED"
+
+
 def test_cancel_stops_a_training_run_and_a_second_cancel_finds_nothing(answers, service):
-    second = ok(answers, "create_second")  # validated against the model the first run registered: owner, permissions
+    second = ok(answers, "create_second")  # the model the first run registered exists: owner, permissions
     assert second["register_to"] == "main.compat.tiny"
     assert ok(answers, "second_status_before_cancel") == "RUNNING"
     assert ok(answers, "cancel") == 1
@@ -152,18 +188,19 @@ def test_cancel_stops_a_training_run_and_a_second_cancel_finds_nothing(answers, 
 
 def test_list_with_each_filter(answers):
     first, second = ok(answers, "create")["name"], ok(answers, "create_second")["name"]
-    assert ok(answers, "list_all") == [second, first]  # newest first
+    third = ok(answers, "create_from_latest_validated")["name"]
+    assert ok(answers, "list_all") == [third, second, first]  # newest first
     assert ok(answers, "list_by_name") == [first]
     assert ok(answers, "list_by_status") == [first]
-    assert ok(answers, "list_by_status_str") == [second]
+    assert ok(answers, "list_by_status_str") == [third, second]
     assert ok(answers, "list_by_experiment") == [first]  # each run has its own experiment
-    assert ok(answers, "list_by_user") == [second, first]
+    assert ok(answers, "list_by_user") == [third, second, first]
     assert ok(answers, "list_by_other_user") == []
     assert ok(answers, "list_before_2000") == []
-    assert ok(answers, "list_after_yesterday") == [second, first]
-    assert ok(answers, "list_without_details") == [[second, None], [first, None]]  # no details asked, none sent
+    assert ok(answers, "list_after_yesterday") == [third, second, first]
+    assert ok(answers, "list_without_details") == [[third, None], [second, None], [first, None]]  # none asked, none sent
     pages = ok(answers, "list_pages")
-    assert pages == {"first": [second], "first_has_next": True, "second": [first], "second_has_next": False}
+    assert pages == {"first": [third], "first_has_next": True, "second": [second], "second_has_next": True}
 
 
 def test_invalid_create_and_unknown_runs_are_clear_errors_through_the_client(answers):
@@ -176,12 +213,30 @@ def test_invalid_create_and_unknown_runs_are_clear_errors_through_the_client(ans
     assert "Error 404" in events["message"] and "no-such-run" in events["message"]
 
 
+def test_a_wrong_token_is_an_authentication_error_through_the_client(service, genai):
+    """The client reads the body of a 401 as it reads any answer: GraphQL errors with code 401 reach the
+    caller as the client's error with the service's message (not "Malformed response data")."""
+    script = ("from databricks.model_training import foundation_model as fm\n"
+              "try:\n    fm.get_models()\nexcept Exception as e:\n    print(type(e).__name__, '|', e)\n")
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(service.home.parent),
+           "DATABRICKS_HOST": service.url, "DATABRICKS_TOKEN": "not-" + service.token}
+    proc = subprocess.run([str(genai), "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    kind, _, message = proc.stdout.strip().rpartition("\n")[2].partition(" | ")
+    assert kind == "MultiMAPIException" and message.startswith("Error 401: invalid or missing token"), proc.stdout + proc.stderr
+    assert "DATABRICKS_TOKEN" in message and "Malformed" not in message
+
+
 # -- the protocol itself, without the client (runs even where .venv-genai is missing) --------------
 
 def test_the_graphql_endpoint_and_scim_need_the_token(service):
+    """A 401 in each protocol's own error shape: GraphQL errors (code 401) and Databricks' error_code."""
     url = service.url + "/api/2.0/genai-mapi/graphql"
-    assert requests.post(url, json={"query": "{ getFinetuneConstants { models { name } } }"}, timeout=30).status_code == 401
-    assert requests.get(service.url + "/api/2.0/preview/scim/v2/Me", timeout=30).status_code == 401
+    refused = requests.post(url, json={"query": "{ getFinetuneConstants { models { name } } }"}, timeout=30)
+    assert refused.status_code == 401 and refused.json()["errors"][0]["extensions"]["code"] == 401
+    assert "data" not in refused.json() and "DATABRICKS_TOKEN" in refused.json()["errors"][0]["message"]
+    scim = requests.get(service.url + "/api/2.0/preview/scim/v2/Me", headers={"Authorization": "Bearer wrong"}, timeout=30)
+    assert scim.status_code == 401 and scim.json()["error_code"] == "UNAUTHENTICATED"
+    assert requests.get(service.url + "/api/runs", timeout=30).json() == {"detail": "a valid bearer token is required"}
 
 
 def test_scim_me_and_graphql_errors_carry_a_code(service):

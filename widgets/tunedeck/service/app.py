@@ -25,9 +25,10 @@ from tunedeck import config
 from tunedeck.errors import InvalidInputError, Problem, RunNotFoundError
 from tunedeck.inputs.validate import RunRequest
 from tunedeck.service.core import RunService
+from tunedeck.service.databricks_mlflow import DatabricksMlflow
 from tunedeck.service.estimate import estimate_router
 from tunedeck.service.generate import Generator, GeneratorBusyError, helper_request
-from tunedeck.service.graphql_api import graphql_router
+from tunedeck.service.graphql_api import graphql_router, unauthenticated
 from tunedeck.service.mlflow_ui import PREFIX, MlflowServer
 from tunedeck.service.schemas import (
     DataCheckRequest,
@@ -84,7 +85,7 @@ def create_app(service: RunService, token: str, home: Path) -> FastAPI:
         from_query = request.query_params.get("token")
         given = header[7:] if header.lower().startswith("bearer ") else from_query or request.cookies.get("tunedeck_token", "")
         if not secrets.compare_digest(given.encode(), token.encode()):
-            return JSONResponse(
+            return unauthenticated(request.url.path) or JSONResponse(
                 {"detail": "a valid bearer token is required"}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
             )
         response = await call_next(request)
@@ -210,6 +211,7 @@ def create_app(service: RunService, token: str, home: Path) -> FastAPI:
 
     mlflow_server = MlflowServer(config.mlflow_tracking_uri(), config.mlflow_artifact_root(), home)
     app.state.mlflow_server = mlflow_server
+    databricks_mlflow = DatabricksMlflow(service, mlflow_server)
     methods = ["GET", "POST", "PATCH", "PUT", "DELETE"]
 
     @app.api_route(PREFIX, methods=["GET"], include_in_schema=False)
@@ -221,8 +223,10 @@ def create_app(service: RunService, token: str, home: Path) -> FastAPI:
 
     @app.api_route("/api/2.0/mlflow/{path:path}", methods=methods, include_in_schema=False)
     async def mlflow_rest(request: Request, path: str) -> Response:
-        """MLflow's REST API where MLflow clients look for it on a tracking host."""
-        return await mlflow_server.forward(request, f"{PREFIX}/api/2.0/mlflow/{path}")
+        """MLflow's REST API on the service's root, as a Databricks workspace answers it (runs'
+        artifact URIs in dbfs:/databricks/mlflow-tracking form, checkpoints listed as artifacts):
+        service/databricks_mlflow.py. MLflow's own clients use <service url>/mlflow."""
+        return await databricks_mlflow.answer(request, path)
 
     app.include_router(runs)
     app.include_router(checks)

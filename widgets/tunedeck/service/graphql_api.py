@@ -17,7 +17,8 @@ A second protocol adapter beside the REST one (``service/app.py``), over the sam
   ``experiment_path`` is given (it then sends ``/Users/<userName>/{}``; the run's name fills the
   ``{}``, as the hosted service does).
 
-The bearer token is the app's (its ``require_token`` middleware covers every path).
+The bearer token is the app's (its ``require_token`` middleware covers every path; ``unauthenticated``
+shapes its 401 for these paths).
 """
 
 from __future__ import annotations
@@ -241,6 +242,26 @@ def _format_error(error: GraphQLError) -> dict[str, Any]:
     return formatted
 
 
+UNAUTHENTICATED = ("invalid or missing token: set DATABRICKS_TOKEN to this tunedeck service's token "
+                   "(the file 'token' in its state folder, ~/.tunedeck/token by default)")
+
+
+def unauthenticated(path: str) -> JSONResponse | None:
+    """The 401 for a request without the service's token on the official client's paths, shaped so the
+    client reports it: on the GraphQL path, GraphQL ``errors`` with ``extensions.code`` 401 (the client
+    reads the body whatever the status, and a body without ``data`` or ``errors`` is its "Malformed
+    response data"); on the other Databricks REST paths, Databricks' ``{"error_code", "message"}``,
+    which databricks-sdk and MLflow's client show. None for tunedeck's own paths."""
+    headers = {"WWW-Authenticate": "Bearer"}
+    if path.rstrip("/") == GRAPHQL_PATH:
+        body: dict[str, Any] = {"errors": [{"message": UNAUTHENTICATED, "extensions": {"code": 401}}]}
+        return JSONResponse(body, status_code=401, headers=headers)
+    if path.startswith(("/api/2.0/", "/api/2.1/")):
+        return JSONResponse({"error_code": "UNAUTHENTICATED", "message": UNAUTHENTICATED}, status_code=401,
+                            headers=headers)
+    return None
+
+
 def _errors_only(message: str) -> JSONResponse:
     return JSONResponse({"errors": [{"message": message, "extensions": {"code": 400}}]})
 
@@ -434,4 +455,4 @@ def _after_cursor(runs: list[TrainingRun], cursor: str) -> list[TrainingRun]:
     return [r for r in runs if before(r)]
 
 
-__all__ = ["FILES_PATH", "GRAPHQL_PATH", "SCIM_ME_PATH", "SDL", "execute", "graphql_router"]
+__all__ = ["FILES_PATH", "GRAPHQL_PATH", "SCIM_ME_PATH", "SDL", "execute", "graphql_router", "unauthenticated"]
