@@ -5,6 +5,8 @@ it, the estimate against what the run took.
     PUT  /api/runs/{name}/estimate   record the estimate a run was started with (RUN_DIR/estimate.json)
     GET  /api/runs/{name}/estimate   that estimate, what the run took, and their ratio
 
+A GGUF model is converted to a Hugging Face folder first, once, by the data checker's conversion step
+(``DataChecker.prepare_model``: its own process and timeout; ``pending`` with its stage while it runs).
 Tokens, steps and the memory plan come from the data-check helper (training/probe.py through
 ``DataChecker.ask``), which prepares the data exactly as the worker will, so they are exact. Time is
 ``train_tokens / tokens_per_second`` plus the rest of a run (worker start, model load, checkpoints with
@@ -137,6 +139,11 @@ class Estimator:
         spec, problems = build_spec(req, "estimate", check_data=True, devices=self.service._devices())
         if problems or spec is None:
             return _refused(problems or [Problem("model", "cannot be estimated")])
+        if spec.model_gguf_file and spec.model_cache_dir:  # converted once, up front, with its own timeout
+            waiting = self.service.data_checker.prepare_model(
+                spec.model_name, Path(spec.model_path) / spec.model_gguf_file, spec.model_cache_dir)
+            if waiting is not None:
+                return waiting
         self.learn()
         entries = self.cache.read()["entries"]
         known = {k for k, v in entries.items() if v.get("tokens_per_second")}

