@@ -54,20 +54,63 @@ def trained(tmp_path_factory):
                 os.environ[key] = value
 
 
-def test_mlflow_client_reads_the_run_through_the_service(trained, monkeypatch):
-    """MLflow's own client, pointed at the service as its tracking host, sees the run's params, its
-    loss history (every step, falling) and the registered version; the token is required."""
+def test_mlflow_client_reads_the_run_through_the_service(trained, monkeypatch, tmp_path):
+    """MLflow's own client, pointed at the service's /mlflow as its tracking host, sees the run's params,
+    its loss history (every step, falling) and the registered version, and downloads its artifacts;
+    the token is required."""
     from mlflow import MlflowClient
 
     service, run = trained
     monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", service.token)
-    client = MlflowClient(tracking_uri=service.url, registry_uri=service.url)
+    client = MlflowClient(tracking_uri=service.url + "/mlflow", registry_uri=service.url + "/mlflow")
     mlflow_run = client.get_run(run["mlflow_run_id"])
     assert mlflow_run.data.params["register_to"] == "main.mlflowui.tiny"
     history = sorted(client.get_metric_history(run["mlflow_run_id"], "train/loss"), key=lambda m: m.step)
     assert [m.step for m in history] == list(range(1, STEPS + 1)) and history[-1].value < history[0].value / 2
     version = client.get_model_version("main.mlflowui.tiny", str(run["registered_model_version"]))
     assert version.run_id == run["mlflow_run_id"]
+    config = client.download_artifacts(run["mlflow_run_id"], "model/config.json", str(tmp_path))
+    assert Path(config).read_text().strip().startswith("{")
+
+
+def test_the_services_root_answers_mlflow_as_a_databricks_workspace(trained):
+    """/api/2.0/mlflow/ on the root (the official client's DATABRICKS_HOST): the run's artifact URI in
+    the reference's dbfs:/databricks/mlflow-tracking form, its checkpoints listed as artifacts under
+    <run name>/checkpoints from the run's folder, next to what MLflow logged (the model)."""
+    service, run = trained
+    headers = {"Authorization": f"Bearer {service.token}"}
+    exp, run_id, name = run["mlflow_experiment_id"], run["mlflow_run_id"], run["name"]
+    root = f"dbfs:/databricks/mlflow-tracking/{exp}/{run_id}/artifacts"
+    api = service.url + "/api/2.0/mlflow"
+    got = requests.get(f"{api}/runs/get", params={"run_id": run_id}, headers=headers, timeout=60).json()
+    assert got["run"]["info"]["artifact_uri"] == root
+    mlflow_own = requests.get(f"{service.url}/mlflow/api/2.0/mlflow/runs/get", params={"run_id": run_id},
+                              headers=headers, timeout=60).json()
+    assert mlflow_own["run"]["info"]["artifact_uri"].startswith("file://")  # MLflow's server, unchanged
+
+    def listing(path: str | None) -> list[dict]:
+        params = {"run_id": run_id, **({"path": path} if path is not None else {})}
+        answer = requests.get(f"{api}/artifacts/list", params=params, headers=headers, timeout=60)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["root_uri"] == root
+        return answer.json().get("files", [])
+
+    top = {f["path"]: f["is_dir"] for f in listing(None)}
+    assert top["model"] is True and top[name] is True  # MLflow's artifacts, and the run's checkpoints
+    assert listing(name) == [{"path": f"{name}/checkpoints", "is_dir": True}]
+    folder = service.home / "runs" / name / "checkpoints"
+    expected = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+    listed = listing(f"{name}/checkpoints")
+    assert [f["path"].rsplit("/", 1)[1] for f in listed] == expected and "latest-sharded-rank0.symlink" in expected
+    checkpoint = next(f["path"] for f in listed if f["is_dir"])
+    inside = {f["path"].rsplit("/", 1)[1]: f for f in listing(checkpoint)}
+    local = folder / checkpoint.rsplit("/", 1)[1]
+    assert set(inside) == {p.name for p in local.iterdir() if not p.name.startswith(".")}
+    assert inside["config.json"]["file_size"] == (local / "config.json").stat().st_size
+    assert listing(f"{name}/checkpoints/no-such-checkpoint") == []
+    escape = requests.get(f"{api}/artifacts/list", params={"run_id": run_id, "path": f"{name}/checkpoints/../../.."},
+                          headers=headers, timeout=60)
+    assert escape.status_code == 400
 
     no_token = requests.get(f"{service.url}/api/2.0/mlflow/runs/get", params={"run_id": run["mlflow_run_id"]}, timeout=30)
     assert no_token.status_code == 401
