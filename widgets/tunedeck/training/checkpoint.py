@@ -16,6 +16,10 @@ checkpoint or snapshot drops the older ones' (their weights stay). ``step`` is a
 resume.json, so finding the latest resume point needs no torch. The data position needs no saving:
 each epoch's packing is seeded (data.Split.rows), so step N always trains on the same rows.
 
+A sharded (FSDP) run's checkpoints hold the same consolidated Hugging Face weights (gathered on rank
+0), its trainer_state.pt everything but the optimizer, whose state every rank writes in shards with
+torch.distributed.checkpoint into ``optimizer.dcp/`` (sharding.py): it resumes at any number of processes.
+
 Under LoRA a checkpoint (and a snapshot) is PEFT's adapter folder (a few MB; see adapters.py), its
 optimizer state that of the adapter only, and the final model is the base with the adapter merged in,
 plus the adapter itself in ``model/adapter/``:
@@ -47,7 +51,8 @@ RESUME = "resume"  # RUN_DIR/resume: the snapshot between checkpoints
 RESUME_INFO = "resume.json"
 _RESUME_TMP = ".resume.tmp"
 _RESUME_OLD = ".resume.old"  # the previous snapshot, for the instant between two renames
-NOT_EXPORTED = (INFO, TRAINER_STATE)
+OPTIMIZER_DCP = "optimizer.dcp"  # a sharded run's optimizer state, written by every rank (sharding.py)
+NOT_EXPORTED = (INFO, TRAINER_STATE, OPTIMIZER_DCP)
 
 
 @dataclass(frozen=True)
@@ -68,18 +73,39 @@ def checkpoint_name(epoch: int, batch: int) -> str:
     return f"ep{epoch}-ba{batch}"
 
 
+def checkpoint_tmp(run_dir: Path, epoch: int, batch: int) -> Path:
+    """The temporary folder save_checkpoint writes ``ep{epoch}-ba{batch}`` in before renaming it into place."""
+    return Path(run_dir) / "checkpoints" / f".{checkpoint_name(epoch, batch)}.tmp"
+
+
+def resume_tmp(run_dir: Path) -> Path:
+    """The temporary folder save_resume_snapshot writes in."""
+    return Path(run_dir) / _RESUME_TMP
+
+
+def prepare_tmp(tmp: Path) -> Path:
+    """An empty ``tmp``, for a sharded run's ranks to write their shards in before rank 0 saves the rest."""
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
 def save_checkpoint(
     model: Any, tokenizer: Any, run_dir: Path, epoch: int, batch: int, step: int,
     extra: dict[str, Any] | None = None, state: dict[str, Any] | None = None,
+    weights: dict[str, Any] | None = None, prepared: bool = False,
 ) -> SavedCheckpoint:
-    """``state`` (see recipe.trainer_state) makes the checkpoint a resume point too."""
+    """``state`` (see recipe.trainer_state) makes the checkpoint a resume point too. ``weights``: the
+    model's full state dict when ``model`` itself holds shards (FSDP); ``prepared``: the temporary
+    folder (checkpoint_tmp) already holds the ranks' shards, keep them."""
     root = Path(run_dir) / "checkpoints"
     name = checkpoint_name(epoch, batch)
     final = root / name
-    tmp = root / f".{name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = checkpoint_tmp(run_dir, epoch, batch)
+    if not prepared:
+        shutil.rmtree(tmp, ignore_errors=True)
     created = datetime.now(timezone.utc).isoformat()
-    save_hf(model, tokenizer, tmp)
+    save_hf(model, tokenizer, tmp, weights)
     info = SavedCheckpoint(name, final, epoch, batch, step, created)
     info_json = {"epoch": epoch, "batch": batch, "step": step, "created_at": created, **(extra or {})}
     if state is not None:
@@ -94,7 +120,10 @@ def save_checkpoint(
     return info
 
 
-def save_resume_snapshot(model: Any, run_dir: Path, state: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
+def save_resume_snapshot(
+    model: Any, run_dir: Path, state: dict[str, Any], extra: dict[str, Any] | None = None,
+    weights: dict[str, Any] | None = None, prepared: bool = False,
+) -> Path:
     """Weights (or the adapter) + trainer state in RUN_DIR/resume, replacing the previous snapshot.
 
     A directory cannot be renamed over a non-empty one, so the old snapshot is first renamed aside:
@@ -102,9 +131,10 @@ def save_resume_snapshot(model: Any, run_dir: Path, state: dict[str, Any], extra
     """
     run_dir = Path(run_dir)
     tmp, final, old = run_dir / _RESUME_TMP, run_dir / RESUME, run_dir / _RESUME_OLD
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    model.save_pretrained(tmp)
+    if not prepared:
+        shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(tmp, state_dict=weights)
     _save_state(state, tmp)
     info = {"created_at": datetime.now(timezone.utc).isoformat(), **_state_summary(state), **(extra or {})}
     (tmp / RESUME_INFO).write_text(json.dumps(info, indent=2))
@@ -185,7 +215,7 @@ def forget_resume_points_after(run_dir: str | Path, step: int) -> None:
     for folder in _resume_candidates(Path(run_dir)):
         info = resume_info(folder)
         if info is not None and info["step"] > step:
-            (folder / TRAINER_STATE).unlink(missing_ok=True)
+            _drop_state(folder)
 
 
 def capture_rng(device_type: str) -> dict[str, Any]:
@@ -235,9 +265,9 @@ def export_merged(model: Any, tokenizer: Any, adapter_checkpoint: Path, run_dir:
     return target
 
 
-def save_hf(model: Any, tokenizer: Any, folder: Path) -> None:
+def save_hf(model: Any, tokenizer: Any, folder: Path, weights: dict[str, Any] | None = None) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder)
+    model.save_pretrained(folder, state_dict=weights)
     tokenizer.save_pretrained(folder)
 
 
@@ -274,8 +304,14 @@ def _drop_states_but(run_dir: Path, keep: Path) -> None:
             if folder.name in (RESUME, _RESUME_OLD):
                 shutil.rmtree(folder, ignore_errors=True)  # a snapshot is nothing but a resume point
             else:
-                (folder / TRAINER_STATE).unlink(missing_ok=True)
+                _drop_state(folder)
     log.debug("resume state kept in %s only", keep)
+
+
+def _drop_state(folder: Path) -> None:
+    """A checkpoint no longer a resume point: its trainer state (and a sharded run's optimizer shards) go."""
+    (folder / TRAINER_STATE).unlink(missing_ok=True)
+    shutil.rmtree(folder / OPTIMIZER_DCP, ignore_errors=True)
 
 
 def _tuples(value: Any) -> Any:

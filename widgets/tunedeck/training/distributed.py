@@ -62,6 +62,14 @@ class World:
         torch.distributed.all_reduce(tensor)
         return tensor.tolist()
 
+    def max(self, value: float) -> float:
+        """The largest ``value`` over the ranks."""
+        if not self.enabled:
+            return value
+        tensor = torch.tensor([value], dtype=torch.float64)
+        torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.MAX)
+        return float(tensor.item())
+
     def barrier(self) -> None:
         if self.enabled:
             torch.distributed.barrier()
@@ -111,6 +119,8 @@ def init(world: World) -> None:
         backend = "nccl"
     else:
         backend = "gloo"
+    if torch.distributed.is_initialized():  # Ray Train joined it already (training/ray_train.py)
+        return
     torch.distributed.init_process_group(backend, timeout=BARRIER_TIMEOUT)
     log.info("%s joined the process group (%s)", world.label(), backend)
 
@@ -163,6 +173,9 @@ class NoTracking(Tracker):
 
     def flush(self) -> None:
         pass
+
+    def log_generations(self, checkpoint: str, step: int, generations: list[dict[str, str]]) -> None:
+        pass  # a sharded run's ranks all generate (sharding.py); rank 0 logs
 
     def finish(self, status: str = "FINISHED") -> None:
         pass

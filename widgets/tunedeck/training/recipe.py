@@ -41,19 +41,24 @@ from tunedeck.inputs import memory
 from tunedeck.inputs.memory import MICRO_BATCH_TOKENS
 from tunedeck.inputs.params import check_task_type, default_learning_rate, describe_adapter, parse_duration
 from tunedeck.inputs.spec import RunSpec
-from tunedeck.training import adapters, distributed
+from tunedeck.training import adapters, distributed, sharding
 from tunedeck.training.attention import PackedMask, choose_attention, plan_of_model
 from tunedeck.training.checkpoint import (
+    OPTIMIZER_DCP,
     TRAINER_STATE,
     SavedCheckpoint,
     capture_rng,
     check_same_run,
+    checkpoint_name,
+    checkpoint_tmp,
     export_merged,
     export_model,
     forget_resume_points_after,
     load_trainer_state,
+    prepare_tmp,
     restore_rng,
     resume_info,
+    resume_tmp,
     save_checkpoint,
     save_resume_snapshot,
     saved_checkpoints,
@@ -114,7 +119,8 @@ def run(spec: RunSpec, reporter: Reporter, stop: StopSignal | None = None) -> Re
     except ValueError as error:
         raise TrainingFailure(f"training_duration: {error}") from None
     torch.manual_seed(SEED)
-    world = distributed.world_from_env()  # several processes (torchrun): DDP, rank 0 reports (distributed.py)
+    world = distributed.world_from_env()  # several processes (torchrun): DDP or FSDP, rank 0 reports (distributed.py)
+    shard_setting = sharding.setting()  # TUNEDECK_SHARDING: auto, ddp or fsdp (sharding.py)
     distributed.init(world)
     folder = model_folder(spec)
     tokenizer = load_tokenizer(folder)
@@ -158,20 +164,27 @@ def run(spec: RunSpec, reporter: Reporter, stop: StopSignal | None = None) -> Re
         resumed = check_resume_point(spec, resume, fingerprint)  # before any weight is loaded
 
     # --- memory: decided before any weight is loaded ---------------------------------------------
+    lora_adapter = spec.adapter or (memory.checkpoint_adapter(spec.custom_weights_path) if spec.custom_weights_path else None)
+    sharding.check_setting(shard_setting, world, lora=lora_adapter is not None)
     fit = fit_run(
         _weights_folder(spec, folder),
-        adapter=spec.adapter or (memory.checkpoint_adapter(spec.custom_weights_path) if spec.custom_weights_path else None),
+        adapter=lora_adapter,
         autocast=device.autocast_dtype is not None,
         context_length=context_length,
         row_tokens=max([train.capacity, *train.lengths]),  # a long example trains alone: the largest micro-batch
         device=device.device,
         micro_batch_tokens=MICRO_BATCH_TOKENS[kind],
         dense_mask=choose_attention(device.device.type, device.compute_dtype).packed_mask == "dense",
+        processes=world.size,
+        sharding=shard_setting,
     )
+    sharded = bool(world.broadcast(fit.sharded)) if world.enabled else False  # every rank as rank 0 decided
 
     # --- model, optimizer, schedule --------------------------------------------------------------
     weights = dataclasses.replace(spec, custom_weights_path=str(resume)) if resume else spec
-    model = load_model(folder, weights, device, bf16_storage=fit.bf16_storage)
+    # FSDP on GPUs: weights load on the CPU and each rank moves only its shards to its GPU (sharding.shard)
+    on = dataclasses.replace(device, device=torch.device("cpu")) if sharded else device
+    model = load_model(folder, weights, on, bf16_storage=fit.bf16_storage)
     if fit.plan is not None and fit.plan.activation_checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     model.train()
@@ -187,26 +200,35 @@ def run(spec: RunSpec, reporter: Reporter, stop: StopSignal | None = None) -> Re
     if resume is not None:
         check_same_run(resumed.get("fingerprint") or {}, {"learning_rate": learning_rate}, resume)
     micro_batch_tokens = fit.plan.micro_batch_tokens if fit.plan is not None else MICRO_BATCH_TOKENS[kind]
+    root = sharding.shard(model) if sharded else None  # model's parameters are now this rank's shards
+    if sharded:
+        sharding.same_rng(world, device.device.type)
     optimizer = make_optimizer(adapters.trainable_parameters(model), learning_rate, BETAS, 0.0, device.device.type)
     attention = plan_of_model(model)  # how packed rows keep their examples apart
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, plan.lr_multiplier)
     state: dict[str, Any] | None = None
     if resume is not None:
         state = load_trainer_state(resume)
+        if state.get("optimizer") == OPTIMIZER_DCP:  # a sharded run's: resharded to this one, any size
+            sharding.load_optimizer(model, root, optimizer, sharding.optimizer_folder(resume))
+        elif root is not None:  # a whole optimizer state, sharded onto this FSDP run
+            sharding.load_full_optimizer(model, root, optimizer, state.get("optimizer") or {})
         try:
-            optimizer.load_state_dict(state["optimizer"])
+            if root is None and state.get("optimizer") != OPTIMIZER_DCP:
+                optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
         except (KeyError, ValueError, RuntimeError) as error:
             raise TrainingFailure(
                 f"resume_from: the optimizer state in {resume} does not fit this model's trainable parameters ({error})"
             ) from None
     dtype = device.dtype_label
+    parallel = f" {world.size} processes, {'FSDP (sharded)' if sharded else 'DDP (replicas)'}." if world.enabled else ""
     reporter.event(
         EventType.MODEL_INITIALIZED,
         f"{spec.model_name}: {parameters:,} parameters, {describe_training(adapter, trainable, parameters)}, "
         f"{dtype} on {device.label}; learning rate {learning_rate:g}, "
         f"context length {context_length:,}; {plan.total_steps:,} steps of {plan.rows_per_step} row(s) "
-        f"(~{plan.tokens_per_step:,} tokens), {plan.steps_per_epoch:,} per epoch, {plan.warmup_steps} warmup. "
+        f"(~{plan.tokens_per_step:,} tokens), {plan.steps_per_epoch:,} per epoch, {plan.warmup_steps} warmup.{parallel} "
         f"Precision: {device.precision_reason}. Memory: {fit.describe()}",
         parameters=parameters, trainable_parameters=trainable, adapter=adapter,
         dtype=dtype, precision_reason=device.precision_reason, bf16_speedup=device.bf16_speedup,
@@ -216,6 +238,7 @@ def run(spec: RunSpec, reporter: Reporter, stop: StopSignal | None = None) -> Re
         warmup_steps=plan.warmup_steps, rows_per_step=plan.rows_per_step, tokens_per_step=plan.tokens_per_step,
         row_tokens=train.capacity, micro_batch_tokens=micro_batch_tokens, batch_tokens=batch_tokens,
         checkpoint_steps=plan.checkpoint_steps,
+        processes=world.size, sharding=("fsdp" if sharded else "ddp") if world.enabled else None,
     )
 
     # --- tracking --------------------------------------------------------------------------------
@@ -238,6 +261,7 @@ def run(spec: RunSpec, reporter: Reporter, stop: StopSignal | None = None) -> Re
             "register_to": spec.register_to, "experiment_path": spec.experiment_path,
             "data_prep_cluster_id": spec.data_prep_cluster_id, "validate_inputs": spec.validate_inputs,
             "num_devices": spec.num_devices,
+            "sharding": ("fsdp" if sharded else "ddp") if world.enabled else None,
         },
         tags={"tunedeck.run": spec.name, **({"mlflow.user": spec.created_by} if spec.created_by else {})},
         run_id=spec.resume_mlflow_run_id,
@@ -256,15 +280,35 @@ def run(spec: RunSpec, reporter: Reporter, stop: StopSignal | None = None) -> Re
             rows = first_rows if epoch == 0 else train.rows(epoch)
             eval_rows = evals.rows() if evals else []
             extra = {"adapter": adapter} if adapter else None
-            trained = distributed.wrap(model) if world.enabled else model  # DDP; weights stay in `model`
+            # DDP (weights stay in `model`), or FSDP's root (`model` holds the shards)
+            trained = root if root is not None else distributed.wrap(model) if world.enabled else model
 
             def trainer_state(step: int) -> dict[str, Any]:
                 return {
                     "format": 1, "step": step, "epoch": plan.epoch_of(step),
-                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "optimizer": OPTIMIZER_DCP if sharded else optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "rng": capture_rng(device.device.type), "losses": list(losses),
                     "fingerprint": fingerprint, "mlflow_run_id": tracker.run_id,
                 }
+
+            def save_sharded(step: int, snapshot: bool = False) -> SavedCheckpoint:
+                """Every rank: consolidated weights to rank 0, optimizer shards by DCP; rank 0 writes the rest."""
+                epochs = plan.completed_epochs(step)
+                tmp = resume_tmp(run_dir) if snapshot else checkpoint_tmp(run_dir, epochs, step)
+                if world.main:
+                    prepare_tmp(tmp)
+                world.barrier()
+                full = sharding.full_weights(root)
+                sharding.save_optimizer(root, optimizer, sharding.optimizer_folder(tmp))
+                name = checkpoint_name(epochs, step)
+                saved = SavedCheckpoint(name, run_dir / "checkpoints" / name, epochs, step, step, "")
+                if world.main and snapshot:
+                    save_resume_snapshot(model, run_dir, trainer_state(step), extra, weights=full, prepared=True)
+                elif world.main:
+                    saved = save_checkpoint(model, tokenizer, run_dir, epochs, step, step, extra=extra,
+                                            state=trainer_state(step), weights=full, prepared=True)
+                world.barrier()
+                return saved
 
             if state is not None and resume is not None:
                 if world.main:
@@ -285,10 +329,16 @@ def run(spec: RunSpec, reporter: Reporter, stop: StopSignal | None = None) -> Re
                 started = time.monotonic()
                 distributed.test_hook(world, step)
                 lr = scheduler.get_last_lr()[0]
-                loss, tokens, grad_norm = train_step(
-                    trained, optimizer, rows[plan.rows_of(step)], micro_batch_tokens, pad_id, device, stop,
-                    attention.packed_mask, world,
-                )
+                if sharded:
+                    loss, tokens, grad_norm = sharding.step(
+                        trained, optimizer, rows[plan.rows_of(step)], micro_batch_tokens, pad_id, device, stop,
+                        attention.packed_mask, world, MAX_GRAD_NORM,
+                    )
+                else:
+                    loss, tokens, grad_norm = train_step(
+                        trained, optimizer, rows[plan.rows_of(step)], micro_batch_tokens, pad_id, device, stop,
+                        attention.packed_mask, world,
+                    )
                 scheduler.step()
                 seconds = time.monotonic() - started
                 progress.step_done(tokens, seconds)
@@ -300,12 +350,12 @@ def run(spec: RunSpec, reporter: Reporter, stop: StopSignal | None = None) -> Re
                     report_progress(reporter, plan, progress, step, loss, lr)
 
                 # --- checkpoint ------------------------------------------------------------------
-                if step in plan.checkpoint_steps and not world.main:
-                    world.barrier()  # rank 0 saves and evaluates
+                if step in plan.checkpoint_steps and not world.main and not sharded:
+                    world.barrier()  # rank 0 saves and evaluates (sharded: every rank takes part)
                 elif step in plan.checkpoint_steps:
                     stop.check()  # a stop request never starts a new checkpoint (one under way is finished)
                     started = time.monotonic()
-                    saved = save_checkpoint(
+                    saved = save_sharded(step) if sharded else save_checkpoint(
                         model, tokenizer, run_dir, plan.completed_epochs(step), step, step, extra=extra,
                         state=trainer_state(step),
                     )
@@ -316,10 +366,15 @@ def run(spec: RunSpec, reporter: Reporter, stop: StopSignal | None = None) -> Re
                         checkpoint=saved.name, path=str(saved.path), epoch=saved.epoch, batch=saved.batch,
                     )
                     stop.check()
-                    evaluate(model, tokenizer, spec, task, evals, eval_rows, pad_id, device, kind, saved, reporter, tracker,
-                             attention.packed_mask, stop)
+                    with sharding.gathered(root):  # sharded: every rank computes, rank 0 reports
+                        evaluate(model, tokenizer, spec, task, evals, eval_rows, pad_id, device, kind, saved, reporter,
+                                 tracker, attention.packed_mask, stop)
                     progress.checkpoint_done(time.monotonic() - started)
                     world.barrier()
+                elif sharded and every > 0 and world.broadcast(
+                        time.monotonic() - last_resume_point >= every and not stop.requested):  # rank 0's clock
+                    save_sharded(step, snapshot=True)
+                    last_resume_point = time.monotonic()
                 elif world.main and every > 0 and time.monotonic() - last_resume_point >= every and not stop.requested:
                     folder_saved = save_resume_snapshot(model, run_dir, trainer_state(step), extra)
                     last_resume_point = time.monotonic()

@@ -1,0 +1,150 @@
+"""FSDP2 sharding (training/sharding.py): 2 ranks under torchrun (gloo on CPU), launched as the service does.
+
+The same tiny run trains with 1 process and with 2 sharded processes and gives the same loss curve; its
+checkpoints hold consolidated Hugging Face weights plus the optimizer's shards written with
+torch.distributed.checkpoint, so a run saved at 2 processes continues at 1 and one saved at 1 continues
+at 2, the continued steps' losses those of the uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tunedeck.training.checkpoint import OPTIMIZER_DCP, TRAINER_STATE, latest_resume_point, resume_info
+from tunedeck.training.sharding import SHARDING
+
+from .conftest import events, run_in_process
+from .test_distributed import Launched, _spec
+from .test_resume import run_stopped_at, train_losses
+
+pytestmark = pytest.mark.e2e
+
+# 1 process vs 2 FSDP ranks: the same rows and normalization per step; gradients differ by float32
+# summation order (FSDP reduce-scatters the ranks' partial gradients). The issue's target is 1e-3.
+LOSS_RTOL = 1e-3
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory, tiny_model) -> dict[int, float]:
+    """The uninterrupted 1-process run (20 steps): the reference every test here compares with."""
+    tmp = tmp_path_factory.mktemp("single")
+    result, reports = run_in_process(_spec(tmp, tiny_model, "one"))
+    assert len(result.losses) == 20
+    return train_losses(reports)
+
+
+def _worst(reference: dict[int, float], other: dict[int, float]) -> float:
+    return max(abs(reference[s] - other[s]) / abs(reference[s]) for s in other)
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(folder / "model.safetensors")
+
+
+def test_two_sharded_processes_train_like_one(tmp_path, tiny_model, single, monkeypatch):
+    monkeypatch.setenv(SHARDING, "fsdp")
+    spec = _spec(tmp_path, tiny_model, "fsdp")
+    started = time.monotonic()
+    run = Launched(spec.run_dir, 2)
+    ex = run.wait(240)
+    seconds = time.monotonic() - started
+    assert ex.returncode == 0 and ex.failure is None, run.log()
+    init = next(r["data"] for r in run.reports if r["kind"] == "event" and r["type"] == "MODEL_INITIALIZED")
+    assert init["sharding"] == "fsdp" and init["processes"] == 2, init
+    assert "FSDP (sharded)" in next(r["message"] for r in run.reports if r.get("type") == "MODEL_INITIALIZED")
+
+    losses = run.losses()
+    assert sorted(losses) == list(range(1, 21))
+    worst = _worst(single, losses)
+    print(f"\nFSDP: max relative loss difference 1 vs 2 processes over 20 steps: {worst:.2e}; 2-process run {seconds:.1f} s")
+    assert worst <= LOSS_RTOL, (single, losses)
+    assert losses[20] < losses[1] * 0.75  # it learns
+    assert run.events().count("MODEL_REGISTERED") == 1 and "failure" not in [r["kind"] for r in run.reports]
+
+    # The last checkpoint: consolidated HF weights (a custom_weights_path), the optimizer in 2 DCP shards.
+    run_dir = Path(spec.run_dir)
+    point = latest_resume_point(run_dir)
+    assert point is not None and resume_info(point)["step"] == 20
+    shards = sorted(p.name for p in (point / OPTIMIZER_DCP).iterdir())
+    assert shards == [".metadata", "__0_0.distcp", "__1_0.distcp"], shards
+    assert torch.load(point / TRAINER_STATE, weights_only=True)["optimizer"] == OPTIMIZER_DCP
+    from transformers import AutoModelForCausalLM
+
+    loaded = AutoModelForCausalLM.from_pretrained(point)
+    exported = _weights(run_dir / "model")
+    assert not (run_dir / "model" / OPTIMIZER_DCP).exists()  # the export is the weights alone
+    for name, tensor in loaded.state_dict().items():
+        assert torch.equal(tensor, exported[name]), name  # whole tensors, not one rank's shard
+    assert sum(t.numel() for t in exported.values()) == sum(p.numel() for p in loaded.parameters())
+
+
+def test_a_sharded_run_continues_at_one_process_and_back(tmp_path, tiny_model, single, monkeypatch):
+    """Saved at 2 FSDP ranks, resumed at 1; saved at 1, resumed at 2 FSDP ranks: the continued steps'
+    losses are the uninterrupted run's."""
+    monkeypatch.setenv(SHARDING, "fsdp")
+
+    # 2 -> 1: a 2-rank run cancelled after its step-6 checkpoint, continued in one process
+    spec = _spec(tmp_path, tiny_model, "two-then-one")
+    run = Launched(spec.run_dir, 2)
+    deadline = time.monotonic() + 240
+    while 7 not in run.losses() and run.exit is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    run.worker.cancel()
+    assert run.wait(30).cancelled, run.log()
+    point = latest_resume_point(spec.run_dir)
+    assert point is not None and (point / OPTIMIZER_DCP / ".metadata").is_file(), run.log()
+    done = resume_info(point)["step"]
+    assert 6 <= done < 20
+    spec.resume_from = str(point)
+    spec.save(Path(spec.run_dir) / "spec.json")
+    result, reports = run_in_process(spec)
+    again = train_losses(reports)
+    assert sorted(again) == list(range(done + 1, 21))
+    worst = _worst(single, again)
+    print(f"\n2 -> 1 process from step {done}: max relative loss difference {worst:.2e}")
+    assert worst <= LOSS_RTOL, (single, again)
+    assert events(reports, "TRAIN_RESUMED")[0]["data"]["step"] == done
+    assert len(result.losses) == 20
+
+    # 1 -> 2: a 1-process run stopped at step 7, continued by 2 FSDP ranks
+    spec = _spec(tmp_path, tiny_model, "one-then-two")
+    run_stopped_at(spec, 7)
+    point = latest_resume_point(spec.run_dir)
+    assert point is not None and not (point / OPTIMIZER_DCP).exists()  # a whole optimizer state in trainer_state.pt
+    done = resume_info(point)["step"]
+    spec.resume_from = str(point)
+    spec.save(Path(spec.run_dir) / "spec.json")
+    run = Launched(spec.run_dir, 2)
+    ex = run.wait(240)
+    assert ex.returncode == 0 and ex.failure is None, run.log()
+    again = run.losses()
+    assert sorted(again) == list(range(done + 1, 21))
+    worst = _worst(single, again)
+    print(f"1 -> 2 processes from step {done}: max relative loss difference {worst:.2e}")
+    assert worst <= LOSS_RTOL, (single, again)
+    assert "TRAIN_RESUMED" in run.events()
+
+
+def test_fsdp_with_lora_is_refused_and_a_bad_setting_named(tmp_path, tiny_model, monkeypatch):
+    from tunedeck.inputs.params import parse_adapter
+
+    monkeypatch.setenv(SHARDING, "fsdp")
+    spec = _spec(tmp_path, tiny_model, "lora", duration="2ba")
+    spec.adapter = parse_adapter({"rank": 4})
+    spec.save(Path(spec.run_dir) / "spec.json")
+    run = Launched(spec.run_dir, 2)
+    ex = run.wait(120)
+    assert ex.returncode != 0
+    assert ex.failure is not None and "LoRA runs train with DDP" in ex.failure and SHARDING in ex.failure, (ex, run.log())
+
+    monkeypatch.setenv(SHARDING, "zero3")
+    from tunedeck.training.failures import TrainingFailure
+
+    with pytest.raises(TrainingFailure, match="TUNEDECK_SHARDING='zero3': expected one of auto, ddp, fsdp"):
+        run_in_process(_spec(tmp_path, tiny_model, "bad", duration="2ba"))
