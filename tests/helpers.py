@@ -8,7 +8,8 @@ import signal
 import time
 from pathlib import Path
 
-ISOLATED_ENV = ("TUNEDECK_URL", "TUNEDECK_TOKEN", "TUNEDECK_VOLUMES", "TUNEDECK_MODELS", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+ISOLATED_ENV = ("TUNEDECK_URL", "TUNEDECK_TOKEN", "TUNEDECK_VOLUMES", "TUNEDECK_MODELS", "TUNEDECK_TABLES", "MLFLOW_TRACKING_URI",
+                "MLFLOW_REGISTRY_URI")
 
 PAIRS = [
     ("What is the capital of Zorbania?", "Quillhaven is the capital."),

@@ -190,7 +190,7 @@ CASES: list[Case] = [
     ("missing-volume", {"train_data_path": "dbfs:/Volumes/a/b/c/train.jsonl"}, "train_data_path", "TUNEDECK_VOLUMES", None),
     ("hf-not-cached", {"train_data_path": "org/name/train"}, "train_data_path", "not in the local cache", None),
     ("hf-dotdot", {"train_data_path": "org/../train"}, "train_data_path", "'..' is not a dataset name", None),
-    ("uc-table", {"train_data_path": "main.schema.table"}, "train_data_path", "Unity Catalog table", None),
+    ("uc-table-missing", {"train_data_path": "main.schema.table"}, "train_data_path", "table main.schema.table", None),
     ("empty-path", {"train_data_path": ""}, "train_data_path", "required", None),
     ("blank-path", {"train_data_path": "   "}, "train_data_path", "required", None),
     ("path-not-string", {"train_data_path": 42}, "train_data_path", "must be a string", None),

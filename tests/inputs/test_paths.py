@@ -39,9 +39,9 @@ def test_hf_dataset_read_from_a_local_cache_layout_fake_hub_cache(home, tmp_path
     assert "not in the local cache" in problems[0].message
 
 
-def test_unity_catalog_tables_are_refused_clearly(home):
+def test_a_unity_catalog_table_name_is_a_table_under_the_catalog_root(home):
     _, problems = resolve_data("main.schema.table", "INSTRUCTION_FINETUNE", "train_data_path")
-    assert "table" in problems[0].message
+    assert problems[0].message.startswith("table main.schema.table: the local catalog root")  # tests/inputs/test_tables.py
 
 
 def test_reference_checkpoint_paths_map_to_the_runs_checkpoint_folder(home):

@@ -4,6 +4,8 @@ TUNEDECK_HOME     state dir (default ~/.tunedeck): service.json, token, store, r
 TUNEDECK_URL      a service to use instead of the embedded one (with TUNEDECK_TOKEN)
 TUNEDECK_VOLUMES  local root that dbfs:/Volumes/... and /Volumes/... map onto (default $HOME/volumes)
 TUNEDECK_MODELS   a folder of Hugging Face model folders offered by get_models() (default $HOME/models)
+TUNEDECK_TABLES   local catalog root that <catalog>.<schema>.<table> data names map onto: a Delta table
+                  at <root>/<catalog>/<schema>/<table> (default $HOME/tables)
 MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI   override the default SQLite store under TUNEDECK_HOME
 TUNEDECK_BATCH_TOKENS  tokens per optimizer step (default: the trainer's, 4096 on CPU)
 TUNEDECK_AUTORESUME    times a run whose worker died is resumed from its latest checkpoint (default 2)
@@ -32,6 +34,11 @@ def volumes_root() -> Path:
 
 def models_root() -> Path:
     return Path(os.environ.get("TUNEDECK_MODELS") or home() / "models").expanduser()
+
+
+def tables_root() -> Path:
+    """The local catalog root: ``<catalog>.<schema>.<table>`` is the Delta table ``<root>/<catalog>/<schema>/<table>``."""
+    return Path(os.environ.get("TUNEDECK_TABLES") or home() / "tables").expanduser()
 
 
 def runs_root() -> Path:

@@ -8,6 +8,10 @@ train, and both must describe a bad row the same way -- file, line and the creat
     CHAT_COMPLETION       JSONL/parquet rows {"messages": [{"role": ..., "content": str}, ...]}
     CONTINUED_PRETRAIN    a folder of .txt files (kind "txt"), one document per file
 
+A Delta table (kind "delta", a ``<catalog>.<schema>.<table>`` name: inputs/tables.py) holds the same rows
+as columns (``text`` for CONTINUED_PRETRAIN); its problems say "table main.demo.train, row 3" where a
+file's say file and line.
+
 Files are opened with ``paths.open_regular`` (regular files only, never a blocking open, at most
 TUNEDECK_MAX_DATA_BYTES) and read a line at a time, a line being at most MAX_LINE_BYTES. A problem never
 quotes a row: it names the file, the line and what is wrong, quoting at most a key or a role (cut to 40
@@ -23,13 +27,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from tunedeck.errors import InvalidInputError, Problem
+from tunedeck.inputs import tables
 from tunedeck.inputs.paths import PathError, open_regular, short
 from tunedeck.inputs.spec import DataSource
 
 __all__ = ["Example", "check_data", "load_examples", "read_examples"]
 
 ROLES = ("system", "user", "assistant")
-_ROW_KINDS = ("jsonl", "parquet")
+_ROW_KINDS = ("jsonl", "parquet", tables.KIND)
 MAX_LINE_BYTES = 32 * 1024**2  # one JSONL row; a longer line is refused, never read whole
 
 
@@ -106,6 +111,9 @@ def _examples(source: DataSource, task_type: str, c: _Collector) -> Iterator[Exa
             "(a folder of .txt files is CONTINUED_PRETRAIN data: pass task_type='CONTINUED_PRETRAIN')",
             source.files[0],
         )
+        return
+    if source.kind == tables.KIND:
+        yield from _table_examples(source, task, c)
         return
     count = 0
     for file in source.files:
@@ -269,10 +277,47 @@ def _clean_row(row: dict[str, Any], task: str) -> dict[str, Any]:
     return {"messages": [{"role": m["role"], "content": m["content"]} for m in row["messages"]]}
 
 
+# --- Delta tables (Unity Catalog names) -------------------------------------------------------------
+
+
+def _table_examples(source: DataSource, task: str, c: _Collector) -> Iterator[Example]:
+    """The table's rows checked as JSONL rows are, each place said as 'table <name>, row <n>' (no file)."""
+    count = number = 0
+    try:
+        for number, row in enumerate(tables.table_rows(source, tables.COLUMNS[task]), start=1):
+            where = f"table {source.origin}, row {number}"
+            if task == "CONTINUED_PRETRAIN":
+                text = row.get("text")
+                if not isinstance(text, str):
+                    c.add(f"{where}: 'text' must be a string, found {_json_type(text)}")
+                    continue
+                if not text.strip():  # as an empty .txt file: nothing to learn, not an error
+                    continue
+                count += 1
+                yield Example({"text": text}, where, None)
+                continue
+            message = _row_problem(row, task)
+            if message:
+                c.add(f"{where}: {message}")
+                continue
+            count += 1
+            yield Example(_clean_row(row, task), where, None)
+    except tables.TableError as error:
+        c.add(f"table {source.origin}: cannot read " + (f"the rows after row {number}" if number else "its rows") + f": {error}")
+        return
+    if count == 0 and not c.problems:
+        what = "no row" if task != "CONTINUED_PRETRAIN" else "no non-empty 'text'"
+        version = f" (version {source.version})" if source.version is not None else ""
+        c.add(f"table {source.origin}{version} holds {what}: there is nothing to train on")
+
+
 # --- CONTINUED_PRETRAIN documents ------------------------------------------------------------------
 
 
 def _documents(source: DataSource, c: _Collector) -> Iterator[Example]:
+    if source.kind == tables.KIND:
+        yield from _table_examples(source, "CONTINUED_PRETRAIN", c)
+        return
     if source.kind != "txt":
         c.add(
             f"CONTINUED_PRETRAIN reads a folder of .txt files, but {source.origin!r} is a {source.kind!r} source "

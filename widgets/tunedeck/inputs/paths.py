@@ -2,7 +2,8 @@
 
 ``dbfs:/Volumes/<catalog>/<schema>/<volume>/...`` and ``/Volumes/...`` map onto a local volumes root so
 scripts written for the hosted service run unchanged; ``org/name/split`` is a Hugging Face dataset,
-read from the local cache because this machine has no network.
+read from the local cache because this machine has no network; ``<catalog>.<schema>.<table>`` is a
+Delta table under the local catalog root (inputs/tables.py).
 
 Every path comes from a caller the service does not trust, so:
 
@@ -33,7 +34,7 @@ from tunedeck.errors import Problem
 from tunedeck.inputs.spec import DataSource
 
 _HF_DATASET = re.compile(r"^([A-Za-z0-9][\w.\-]*)/([\w.\-]+)/([\w.\-]+)$")
-_TABLE = re.compile(r"^[\w\-]+\.[\w\-]+\.[\w\-]+$")
+TABLE_NAME = re.compile(r"^([\w\-]+)\.([\w\-]+)\.([\w\-]+)$")  # <catalog>.<schema>.<table>: inputs/tables.py
 
 MAX_PATH_CHARS = 4096
 DEFAULT_MAX_DATA_BYTES = 10 * 1024**3
@@ -51,7 +52,7 @@ class PathError(ValueError):
 def is_dataset_id(path: str) -> bool:
     """A Hugging Face dataset id ('org/name/split') or a Unity Catalog table name ('a.b.c'), not a local path."""
     p = path.strip() if isinstance(path, str) else ""
-    return bool((_HF_DATASET.match(p) and not p.startswith(("/", ".", "~"))) or _TABLE.match(p))
+    return bool((_HF_DATASET.match(p) and not p.startswith(("/", ".", "~"))) or TABLE_NAME.match(p))
 
 
 def max_data_bytes() -> int:
@@ -294,14 +295,10 @@ def resolve_data(path: str, task_type: str, field: str) -> tuple[DataSource | No
     hf_like = _HF_DATASET.match(path) and not path.startswith(("/", ".", "~", "file:", "dbfs:"))
     if hf_like:
         return _hf_dataset(path, field)
-    if _TABLE.match(path):
-        return None, [
-            Problem(
-                field,
-                f"{path!r} looks like a Unity Catalog table; tables are not supported here yet: "
-                "export it to JSONL and pass the file",
-            )
-        ]
+    if TABLE_NAME.match(path):  # a Delta table under the local catalog root (deltalake: imported when read)
+        from tunedeck.inputs.tables import resolve_table
+
+        return resolve_table(path, task_type, field)
     try:
         local = local_path(path)
     except PathError as exc:

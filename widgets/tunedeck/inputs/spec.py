@@ -14,12 +14,15 @@ class DataSource:
     """Training or eval data resolved to local files.
 
     kind: "jsonl" (INSTRUCTION_FINETUNE / CHAT_COMPLETION rows), "parquet" (same rows, from a Hugging
-    Face dataset cache) or "txt" (CONTINUED_PRETRAIN documents). ``origin`` is what the user wrote.
+    Face dataset cache), "txt" (CONTINUED_PRETRAIN documents) or "delta" (a Unity Catalog table name:
+    ``files`` is the Delta table's folder, read through deltalake, inputs/tables.py). ``origin`` is what
+    the user wrote.
     """
 
     kind: str
     files: list[str]
     origin: str
+    version: int | None = None  # "delta": the table version resolved when the run was accepted, read by the worker
 
 
 @dataclass
