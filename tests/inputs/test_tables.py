@@ -99,6 +99,12 @@ def test_a_run_reads_the_version_it_was_accepted_with(home):
     assert again.version == 1 and len(read_examples(again, IFT, "train_data_path")) == 6
 
 
+def test_names_are_case_insensitive_as_in_unity_catalog(home):
+    folder = write_table("main.demo.train", IFT_ROWS)
+    source, problems = resolve("Main.DEMO.Train")
+    assert problems == [] and source.files == [str(folder)] and source.origin == "Main.DEMO.Train"
+
+
 def test_tunedeck_tables_points_the_catalog_root_elsewhere(home, tmp_path, monkeypatch):
     monkeypatch.setenv("TUNEDECK_TABLES", str(tmp_path / "catalog"))
     folder = write_table("lake.sales.train", IFT_ROWS)

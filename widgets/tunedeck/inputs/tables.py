@@ -63,11 +63,15 @@ def is_table_name(path: Any) -> bool:
 
 
 def table_folder(name: str) -> Path:
-    """Where the table ``name`` is on this machine (it may not exist); PathError for a name that is none."""
+    """Where the table ``name`` is on this machine (it may not exist); PathError for a name that is none.
+    Unity Catalog names are case-insensitive and stored in lower case: ``Main.Demo.Train`` is the folder
+    ``main/demo/train`` unless ``Main/Demo/Train`` itself exists."""
     match = TABLE_NAME.match(name.strip()) if isinstance(name, str) else None
     if match is None:
         raise PathError(f"{short(name)} is not a table name '<catalog>.<schema>.<table>'")
-    return config.tables_root().joinpath(*match.groups())
+    exact = config.tables_root().joinpath(*match.groups())
+    lower = config.tables_root().joinpath(*(part.lower() for part in match.groups()))
+    return lower if lower != exact and not is_folder(exact) and is_folder(lower) else exact
 
 
 def resolve_table(name: str, task_type: str, field: str) -> tuple[DataSource | None, list[Problem]]:
