@@ -1,4 +1,4 @@
-"""The API tests' service: the widgets' in-memory FakeClient, with checkpoints and status filtering."""
+"""The API tests' service: the widgets' in-memory FakeClient, with checkpoints and the service's own list filtering."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 from tests.ui.fakes import T0, FakeClient
 
+from tunedeck.client.http import RunsPage
 from tunedeck.errors import RunNotFoundError
+from tunedeck.service.run_query import RunQuery, select
 from tunedeck.types import Checkpoint, RunStatus, TrainingRun
 
 
@@ -28,6 +30,13 @@ class ApiFake(FakeClient):
         runs = sorted(self.runs.values(), key=lambda r: (r.created_at, r.name), reverse=True)
         runs = [TrainingRun.from_dict(r.to_dict()) for r in runs if not statuses or r.status.value in statuses]
         return runs[:limit] if limit else runs
+
+    def list_page(self, *, created_before=None, created_after=None, **query: Any) -> RunsPage:
+        """The service's own filtering (service/run_query.py) over the fake's runs."""
+        self.calls.append(("list_page", query))
+        created = {op: at for op, at in (("lt", created_before), ("gte", created_after)) if at}
+        page = select(self.list_runs(), RunQuery(created=created, **query))
+        return RunsPage(page.runs, page.cursor, page.has_next_page)
 
     def checkpoints(self, name: str) -> list[Checkpoint]:
         self.calls.append(("checkpoints", name))

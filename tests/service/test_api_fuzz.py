@@ -73,7 +73,7 @@ def test_the_connection_survives_an_unexpected_error(app, monkeypatch):
     above finds none; this is the safety net for what it may miss)."""
     from tunedeck.service import core
 
-    monkeypatch.setattr(core.RunService, "list", lambda self, *a, **k: 1 / 0)
+    monkeypatch.setattr(core.RunService, "find", lambda self, *a, **k: 1 / 0)
     client = TestClient(app, raise_server_exceptions=False)
     client.headers.update(AUTH)
     resp = client.get("/api/runs")
@@ -92,7 +92,7 @@ def test_a_real_server_keeps_the_connection_after_a_refused_or_failed_request(ap
 
     from tunedeck.service import core
 
-    monkeypatch.setattr(core.RunService, "list", lambda self, *a, **k: 1 / 0)
+    monkeypatch.setattr(core.RunService, "find", lambda self, *a, **k: 1 / 0)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import builtins
 import getpass
-import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from tunedeck import types as _types
 from tunedeck.errors import InvalidInputError, RunNotFoundError, TunedeckError
@@ -199,7 +198,6 @@ _DATETIME_FORMATS = (  # the reference's parse_datetime(): local time
     "%Y-%m-%d", "%m-%d-%Y", "%H:%M:%S.%f", "%H:%M:%S", "%Y-%m-%d %H:%M:%S.%f", "%m-%d-%Y %H:%M:%S.%f",
     "%Y-%m-%d %H:%M:%S", "%m-%d-%Y %H:%M:%S",
 )
-_EARLIEST = datetime.min.replace(tzinfo=timezone.utc)
 
 
 def _moment(value: str | datetime, name: str) -> datetime:
@@ -220,31 +218,6 @@ def _moment(value: str | datetime, name: str) -> datetime:
         f"{name}: invalid datetime format {value!r}. Examples: '2023-01-13', '01-12-2023 05:32:23.34', "
         "'2023-12-30 05:34:23'"
     )
-
-
-def _order(run: TrainingRun) -> tuple[datetime, str]:
-    """Newest first: the service's order (created_at, then name, descending); the paging cursor."""
-    return (run.created_at or _EARLIEST, run.name)
-
-
-def _cursor(run: TrainingRun) -> str:
-    created, name = _order(run)
-    return json.dumps([created.isoformat(), name])
-
-
-def _after_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        created, name = json.loads(cursor)
-        return datetime.fromisoformat(created), str(name)
-    except (ValueError, TypeError) as err:
-        raise ValidationError(f"cursor: {cursor!r} is not a cursor from a list() page") from err
-
-
-def _experiment_matcher(runs: Sequence[TrainingRun], experiment_id: str) -> Callable[[TrainingRun], bool]:
-    """Runs in the MLflow experiment ``experiment_id``. A run learns its experiment id when it starts
-    tracking; one not yet started belongs to it when its experiment_path is that experiment's."""
-    paths = {r.experiment_path for r in runs if r.mlflow_experiment_id == experiment_id and r.experiment_path}
-    return lambda r: r.mlflow_experiment_id == experiment_id or (not r.mlflow_experiment_id and r.experiment_path in paths)
 
 
 def _check_limit(limit: int | None) -> int | None:
@@ -274,32 +247,22 @@ def list(
     every detail.
     """
     del include_details  # every run record is complete
-    names = {_name(r) for r in training_runs} if training_runs else None
-    status_names = sorted({RunStatus.from_string(s).value for s in statuses}) if statuses else None
-    emails = {str(e) for e in user_emails} if user_emails else None
-    start = _moment(before, "before") if before else None
-    end = _moment(after, "after") if after else None
-    experiment = str(experiment_id) if experiment_id else None
+    query: dict[str, Any] = dict(
+        names=sorted({_name(r) for r in training_runs}) if training_runs else None,
+        statuses=sorted({RunStatus.from_string(s).value for s in statuses}) if statuses else None,
+        created_by=sorted({str(e) for e in user_emails}) if user_emails else None,
+        experiment_ids=[str(experiment_id)] if experiment_id else None,
+        created_before=_moment(before, "before") if before else None,
+        created_after=_moment(after, "after") if after else None,
+    )
 
     def page(cursor: str | None, size: int | None) -> PaginatedList[TrainingRun]:
-        runs = get_client().list_runs(statuses=status_names)
-        in_experiment = _experiment_matcher(runs, experiment) if experiment else None
-        last = _after_cursor(cursor) if cursor else None
-        found = sorted(
-            (r for r in runs
-             if (names is None or r.name in names)
-             and (status_names is None or r.status.value in status_names)
-             and (emails is None or r.created_by in emails)
-             and (in_experiment is None or in_experiment(r))
-             and (start is None or (r.created_at is not None and r.created_at < start))
-             and (end is None or (r.created_at is not None and r.created_at >= end))
-             and (last is None or _order(r) < last)),
-            key=_order, reverse=True,
-        )
-        more = size is not None and len(found) > size
-        shown = found[:size] if size is not None else found
+        try:
+            found = get_client().list_page(**query, cursor=cursor, limit=size)
+        except InvalidInputError as refused:  # a cursor the service does not know
+            raise ValidationError(str(refused)) from None
         return PaginatedList(
-            shown, cursor=_cursor(shown[-1]) if more else None, has_next_page=more,
+            found.runs, cursor=found.cursor, has_next_page=found.has_next_page,
             fetch=lambda next_cursor, next_size: page(next_cursor, _check_limit(next_size) or size),
         )
 
@@ -327,9 +290,8 @@ def cancel(
     cancelled: builtins.list[str] = []
     try:
         if experiment_id:
-            every = client.list_runs()
-            in_experiment = _experiment_matcher(every, str(experiment_id))
-            targets = [r.name for r in every if in_experiment(r) and not r.status.is_terminal()]
+            in_experiment = client.list_page(experiment_ids=[str(experiment_id)]).runs
+            targets = [r.name for r in in_experiment if not r.status.is_terminal()]
         else:
             refs = [runs] if isinstance(runs, (str, TrainingRun)) else builtins.list(runs)  # type: ignore[arg-type]
             targets = asked = [_name(r) for r in refs]

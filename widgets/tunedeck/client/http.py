@@ -17,7 +17,8 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from datetime import datetime
+from typing import Any, NamedTuple
 from urllib.parse import quote, urlsplit
 
 import requests
@@ -40,6 +41,15 @@ BODY_EXCERPT = 200  # characters of a non-JSON answer quoted in the error
 GENERATE_TIMEOUT = 300.0  # Try it: the longest wait for the next streamed line (a first prompt loads the model)
 
 Reconnect = Callable[[], "tuple[str, str]"]
+
+
+
+class RunsPage(NamedTuple):
+    """One page of GET /api/runs: the runs, and the cursor of the next page (None: no more)."""
+
+    runs: list[TrainingRun]
+    cursor: str | None
+    has_next_page: bool
 
 
 class ServiceClient:
@@ -171,12 +181,22 @@ class ServiceClient:
         return TrainingRun.from_dict(self._request("GET", f"/api/runs/{name}"))
 
     def list_runs(self, limit: int | None = None, statuses: list[str] | None = None) -> list[TrainingRun]:
-        params: dict[str, Any] = {}
-        if limit:
-            params["limit"] = limit
-        if statuses:
-            params["status"] = statuses
-        return [TrainingRun.from_dict(r) for r in self._request("GET", "/api/runs", params=params, key="runs")]
+        return self.list_page(limit=limit, statuses=statuses).runs
+
+    def list_page(
+        self, *, names: list[str] | None = None, statuses: list[str] | None = None, created_by: list[str] | None = None,
+        experiment_ids: list[str] | None = None, created_before: datetime | None = None,
+        created_after: datetime | None = None, cursor: str | None = None, limit: int | None = None,
+    ) -> RunsPage:
+        """One page of the runs matching every filter given, newest first; the service filters."""
+        params: dict[str, Any] = {
+            "name": names, "status": statuses, "created_by": created_by, "experiment_id": experiment_ids,
+            "created_before": created_before.isoformat() if created_before else None,
+            "created_after": created_after.isoformat() if created_after else None, "cursor": cursor, "limit": limit,
+        }
+        answer = self._request("GET", "/api/runs", params={k: v for k, v in params.items() if v is not None})
+        runs = [TrainingRun.from_dict(r) for r in answer["runs"]]
+        return RunsPage(runs, answer.get("cursor"), bool(answer.get("has_next_page")))
 
     def cancel_run(self, name: str) -> TrainingRun:
         return TrainingRun.from_dict(self._request("POST", f"/api/runs/{name}/cancel"))

@@ -13,6 +13,7 @@ import re
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -30,6 +31,7 @@ from tunedeck.service.estimate import estimate_router
 from tunedeck.service.generate import Generator, GeneratorBusyError, helper_request
 from tunedeck.service.graphql_api import graphql_router, unauthenticated
 from tunedeck.service.mlflow_ui import PREFIX, MlflowServer
+from tunedeck.service.run_query import RunQuery
 from tunedeck.service.schemas import (
     DataCheckRequest,
     EventsPublic,
@@ -131,10 +133,25 @@ def create_app(service: RunService, token: str, home: Path) -> FastAPI:
         return svc.create(RunRequest(**body.model_dump())).to_dict()
 
     @runs.get("")
-    def list_runs(svc: Service, limit: Limit = None, status: Annotated[list[RunStatus] | None, Query()] = None) -> RunsPublic:
-        """List runs, newest first."""
-        statuses = sorted({s.value for s in status}) if status else None
-        return RunsPublic(runs=[r.to_dict() for r in svc.list(limit, statuses)])
+    def list_runs(
+        svc: Service,
+        limit: Limit = None,
+        status: Annotated[list[RunStatus] | None, Query()] = None,
+        name: Annotated[list[Annotated[str, Query(max_length=MAX_RUN_NAME)]] | None, Query()] = None,
+        created_by: Annotated[list[str] | None, Query(description="the creators' user names")] = None,
+        experiment_id: Annotated[list[str] | None, Query(description="MLflow experiment ids")] = None,
+        created_before: Annotated[datetime | None, Query(description="created before (ISO 8601; no offset: local time)")] = None,
+        created_after: Annotated[datetime | None, Query(description="created at or after (ISO 8601)")] = None,
+        cursor: Annotated[str | None, Query(max_length=1024, description="the previous page's cursor")] = None,
+    ) -> RunsPublic:
+        """List runs, newest first: those matching every filter given, at most ``limit``; pass the
+        answer's ``cursor`` for the next page."""
+        created = {op: at if at.tzinfo else at.astimezone() for op, at in (("lt", created_before), ("gte", created_after)) if at}
+        page = svc.find(RunQuery(
+            names=name, statuses=sorted({s.value for s in status}) if status else None, created_by=created_by,
+            experiment_ids=experiment_id, created=created, cursor=cursor, limit=limit,
+        ))
+        return RunsPublic(runs=[r.to_dict() for r in page.runs], cursor=page.cursor, has_next_page=page.has_next_page)
 
     @runs.get("/{name}")
     def get_run(name: RunName, svc: Service) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from tunedeck.inputs import catalog, params
 from tunedeck.inputs.validate import Devices, RunRequest, build_spec, request_problems
 from tunedeck.service.datacheck import DataChecker
 from tunedeck.service.devices import Assignment, DevicePool, DeviceScheduler, discover
+from tunedeck.service.run_query import RunPage, RunQuery, select
 from tunedeck.service.store import RunExistsError, Store
 from tunedeck.service.worker_process import WorkerExit, WorkerProcess
 from tunedeck.types import Checkpoint, EventType, ModelInfo, RunStatus, TrainingEvent, TrainingRun, create_params, utcnow
@@ -202,6 +203,10 @@ class RunService:
 
     def list(self, limit: int | None = None, statuses: list[str] | None = None) -> list[TrainingRun]:
         return self.store.list_runs(limit, statuses)
+
+    def find(self, query: RunQuery) -> RunPage:
+        """One page of the runs matching ``query``, newest first (service/run_query.py)."""
+        return select(self.store.list_runs(statuses=query.statuses), query)
 
     def cancel(self, name: str) -> TrainingRun:
         run = self.get(name)

@@ -41,6 +41,7 @@ from tunedeck.errors import InvalidInputError, RunNotFoundError
 from tunedeck.inputs.paths import PathError, local_path
 from tunedeck.inputs.validate import RunRequest
 from tunedeck.service.core import RunService
+from tunedeck.service.run_query import BOUNDS, RunQuery, cursor_of
 from tunedeck.types import TrainingRun, create_params
 
 log = logging.getLogger(__name__)
@@ -282,16 +283,16 @@ class _Root:
         limit = data.get("limit")
         if limit is not None and limit < 1:
             raise BadRequest(f"limit must be at least 1, found {limit}")
-        runs = self._select(data.get("filters"), data.get("entity"))
-        cursor = data.get("cursor")
-        if cursor:
-            runs = _after_cursor(runs, cursor)
-        page = runs if limit is None else runs[:limit]
-        more = len(runs) > len(page)
+        query = _query(data.get("filters"), data.get("entity"))
+        query.cursor, query.limit = data.get("cursor") or None, limit
+        try:
+            page = self.service.find(query)
+        except InvalidInputError:
+            raise BadRequest("cursor: not a cursor this service gave") from None
         return {
-            "finetunes": [self._finetune(r) for r in page],
-            "cursor": _cursor(page[-1]) if page else cursor,
-            "hasNextPage": more,
+            "finetunes": [self._finetune(r) for r in page.runs],
+            "cursor": page.cursor or (cursor_of(page.runs[-1]) if page.runs else query.cursor),
+            "hasNextPage": page.has_next_page,
         }
 
     def getFinetuneEvents(self, _info, getFinetuneEventsData: dict[str, Any]) -> list[dict[str, Any]]:
@@ -307,7 +308,7 @@ class _Root:
         if not any(filters.get(k) for k in ("name", "mlflowExperimentId")):
             raise BadRequest("stopFinetunes needs a filter on name or mlflowExperimentId (it would cancel every run)")
         stopped = []
-        for run in self._select(filters, getFinetunesData.get("entity")):
+        for run in self.service.find(_query(filters, getFinetunesData.get("entity"))).runs:
             if run.status.is_terminal():
                 continue
             try:
@@ -317,37 +318,6 @@ class _Root:
         return stopped
 
     # -- helpers ------------------------------------------------------------------------------------
-    def _select(self, filters: dict[str, Any] | None, entity: dict[str, Any] | None) -> list[TrainingRun]:
-        """The runs matching the client's filters, newest first."""
-        filters = filters or {}
-        statuses = (filters.get("status") or {}).get("in")
-        equals = (filters.get("status") or {}).get("equals")
-        if equals:
-            statuses = [*(statuses or []), equals]
-        runs = self.service.list(None, [str(s).upper() for s in statuses] if statuses else None)
-        by_name, by_experiment = filters.get("name") or {}, filters.get("mlflowExperimentId") or {}
-        created = filters.get("createdAt") or {}
-        bounds = {op: _parse_time(created[op], f"createdAt.{op}") for op in ("lt", "lte", "gt", "gte") if created.get(op)}
-        emails = set((entity or {}).get("emails") or [])
-
-        def matches(run: TrainingRun) -> bool:
-            for wanted, value in ((by_name, run.name), (by_experiment, run.mlflow_experiment_id)):
-                if wanted.get("in") is not None and value not in wanted["in"]:
-                    return False
-                if wanted.get("equals") is not None and value != wanted["equals"]:
-                    return False
-            if bounds and run.created_at is None:
-                return False
-            at = run.created_at
-            if at is not None and not all(
-                (op == "lt" and at < b) or (op == "lte" and at <= b) or (op == "gt" and at > b) or (op == "gte" and at >= b)
-                for op, b in bounds.items()
-            ):
-                return False
-            return not emails or run.created_by in emails
-
-        return [r for r in runs if matches(r)]
-
     def _finetune(self, run: TrainingRun) -> dict[str, Any]:
         times = [t for t in (run.created_at, run.started_at, run.completed_at) if t is not None]
         created = run.created_at or datetime.fromtimestamp(0, timezone.utc)
@@ -435,24 +405,23 @@ def _parse_time(value: Any, where: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.astimezone()  # a naive time is the service's local time
 
 
-def _cursor(run: TrainingRun) -> str:
-    return json.dumps([_iso(run.created_at), run.name])
+def _query(filters: dict[str, Any] | None, entity: dict[str, Any] | None) -> RunQuery:
+    """The client's filters (name, mlflowExperimentId: in/equals; status: in/equals; createdAt:
+    lt/lte/gt/gte) and entity (emails) as the service's RunQuery."""
+    filters = filters or {}
 
+    def one_of(key: str) -> list[str] | None:
+        wanted = filters.get(key) or {}
+        values = [*(wanted.get("in") or []), *([wanted["equals"]] if wanted.get("equals") is not None else [])]
+        return [str(v) for v in values] if wanted.get("in") is not None or wanted.get("equals") is not None else None
 
-def _after_cursor(runs: list[TrainingRun], cursor: str) -> list[TrainingRun]:
-    """The runs after the cursor's run in the order runs are listed (created_at, then name, descending)."""
-    try:
-        created, name = json.loads(cursor)
-        key = (_parse_time(created, "cursor") if created else None, str(name))
-    except (ValueError, TypeError):
-        raise BadRequest("cursor: not a cursor this service gave") from None
-
-    def before(run: TrainingRun) -> bool:
-        if key[0] is None or run.created_at is None:
-            return run.name < key[1]
-        return (run.created_at, run.name) < (key[0], key[1])
-
-    return [r for r in runs if before(r)]
+    statuses = one_of("status")
+    created = filters.get("createdAt") or {}
+    return RunQuery(
+        names=one_of("name"), statuses=[s.upper() for s in statuses] if statuses else None,
+        experiment_ids=one_of("mlflowExperimentId"), created_by=list((entity or {}).get("emails") or []) or None,
+        created={op: _parse_time(created[op], f"createdAt.{op}") for op in BOUNDS if created.get(op)},
+    )
 
 
 __all__ = ["FILES_PATH", "GRAPHQL_PATH", "SCIM_ME_PATH", "SDL", "execute", "graphql_router", "unauthenticated"]

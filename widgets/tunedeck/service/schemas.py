@@ -35,6 +35,8 @@ class DataCheckRequest(BaseModel):
 
 class RunsPublic(BaseModel):
     runs: list[dict[str, Any]]
+    cursor: str | None = Field(None, description="pass as `cursor` for the next page; null: no more runs")
+    has_next_page: bool = False
 
 
 class EventsPublic(BaseModel):
