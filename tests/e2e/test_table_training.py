@@ -54,3 +54,12 @@ def test_a_delta_table_trains_like_the_same_rows_as_jsonl(e2e_home, tmp_path):
     assert table_losses[-1] < table_losses[0] * 0.75  # it learned
     run = fm.get(from_table)
     assert run.train_data_path == "main.demo.train" and run.data_prep_cluster_id == "0101-tables"
+
+    # MLflow records which version of each table trained the model; JSONL files have none.
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{e2e_home / 'mlflow.db'}")
+    params = client.get_run(run.mlflow_run_id).data.params
+    assert (params["train_data_path"], params["train_data_version"], params["eval_data_version"]) == ("main.demo.train", "0", "0")
+    assert params["data_prep_cluster_id"] == "0101-tables"
+    assert "train_data_version" not in client.get_run(fm.get(from_jsonl).mlflow_run_id).data.params

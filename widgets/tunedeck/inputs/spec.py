@@ -22,7 +22,7 @@ class DataSource:
     kind: str
     files: list[str]
     origin: str
-    version: int | None = None  # "delta": the table version resolved when the run was accepted, read by the worker
+    version: int | None = None  # "delta": the table version resolved when the run was launched, read by the worker
 
 
 @dataclass

@@ -14,11 +14,14 @@ of that; its pyarrow dataset refuses tables with deletion vectors, so it is not 
 at the same row each time, and a run trains on its rows in the same order as any other run on that
 table version.
 
-The service resolves a name once (``resolve_table``): the folder, the table's current version, its
-columns against the task, before anything is stored; the run's spec records that version
-(``DataSource.version``) and the worker reads exactly it, so rows written to the table after a run was
-accepted do not change what it trains on. The row checks are ``inputs/datasets.py``'s, the same as for
-JSONL, with the place said as ``table main.demo.train, row 3`` instead of a file and line.
+The service resolves a name (``resolve_table``: the folder, the table's current version, its columns
+against the task) when it checks a request, before anything is stored, and again when it launches the
+run: the run's spec records the version current then (``DataSource.version``), the worker reads exactly
+that version and logs it to MLflow (``train_data_version``), so rows written to the table once the run
+has started do not change what it trains on. An autoresume resolves the table again; if it changed
+meanwhile, the resume point's data fingerprint differs and the run fails saying so. The row checks are
+``inputs/datasets.py``'s, the same as for JSONL, with the place said as ``table main.demo.train, row 3``
+instead of a file and line.
 
     INSTRUCTION_FINETUNE  string columns ``prompt`` and ``response``
     CHAT_COMPLETION       ``messages``: array<struct<role: string, content: string>>

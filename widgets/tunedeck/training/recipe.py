@@ -247,6 +247,9 @@ def run(spec: RunSpec, reporter: Reporter, stop: StopSignal | None = None) -> Re
         params={
             "model": spec.model_name, "task_type": task, "train_data_path": spec.train_data.origin,
             "eval_data_path": spec.eval_data.origin if spec.eval_data else None,
+            # a Unity Catalog table's Delta version, as read (inputs/tables.py); None (not logged) for files
+            "train_data_version": spec.train_data.version,
+            "eval_data_version": spec.eval_data.version if spec.eval_data else None,
             "custom_weights_path": spec.custom_weights_path, "training_duration": str(duration),
             "learning_rate": learning_rate, "context_length": context_length, "total_steps": plan.total_steps,
             "steps_per_epoch": plan.steps_per_epoch, "warmup_steps": plan.warmup_steps,
