@@ -3,6 +3,7 @@ written here with deltalake, resolved and row-checked as JSONL is, each problem 
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -105,6 +106,13 @@ def test_names_are_case_insensitive_as_in_unity_catalog(home):
     assert problems == [] and source.files == [str(folder)] and source.origin == "Main.DEMO.Train"
 
 
+def test_column_names_match_regardless_of_case_as_in_spark(home):
+    write_table("main.demo.spark", [{"Prompt": p, "RESPONSE": r} for p, r in PAIRS])
+    source, problems = resolve("main.demo.spark")
+    assert problems == []
+    assert [e.row for e in read_examples(source, IFT, "train_data_path")] == IFT_ROWS
+
+
 def test_tunedeck_tables_points_the_catalog_root_elsewhere(home, tmp_path, monkeypatch):
     monkeypatch.setenv("TUNEDECK_TABLES", str(tmp_path / "catalog"))
     folder = write_table("lake.sales.train", IFT_ROWS)
@@ -173,6 +181,26 @@ def test_a_folder_that_is_not_a_delta_table(home):
 
     (config.tables_root() / "main" / "demo" / "plain").mkdir(parents=True)
     assert "is not a Delta table (it has no _delta_log folder)" in only_problem("main.demo.plain").message
+
+
+def test_a_table_that_leads_to_a_pseudo_filesystem_is_not_read(home):
+    """As data files: nothing under /proc, /sys or /dev is read (here a table on /dev/shm, through a symlink)."""
+    import shutil
+    import tempfile
+
+    from tunedeck import config
+
+    if not os.access("/dev/shm", os.W_OK):
+        pytest.skip("no writable /dev/shm")
+    target = Path(tempfile.mkdtemp(dir="/dev/shm"))
+    try:
+        (target / "_delta_log").mkdir()
+        schema = config.tables_root() / "main" / "demo"
+        schema.mkdir(parents=True)
+        (schema / "shm").symlink_to(target)
+        assert "on a system pseudo-filesystem (/proc, /sys, /dev): not read" in only_problem("main.demo.shm").message
+    finally:
+        shutil.rmtree(target)
 
 
 def test_a_corrupt_log_is_a_problem_not_an_exception(home):

@@ -54,6 +54,7 @@ COLUMNS = {
 BATCH_ROWS = 1024
 NEEDS = "reading Unity Catalog tables needs deltalake and pyarrow (pip install 'tunedeck[train]')"
 _FILE_SUFFIXES = ("jsonl", "json", "ndjson", "parquet", "txt", "csv")
+_PSEUDO_ROOTS = ("/proc", "/sys", "/dev")
 
 
 class TableError(Exception):
@@ -110,6 +111,9 @@ def resolve_table(name: str, task_type: str, field: str) -> tuple[DataSource | N
         )
     if not is_folder(folder / "_delta_log"):
         return problem(f": {folder} is not a Delta table (it has no _delta_log folder)")
+    real = os.path.realpath(folder)
+    if any(real == p or real.startswith(p + "/") for p in _PSEUDO_ROOTS):
+        return problem(f": {folder} leads to {real}, on a system pseudo-filesystem (/proc, /sys, /dev): not read")
     try:
         dt = _open(folder)
         version = int(dt.version())
@@ -141,7 +145,8 @@ def table_rows(source: DataSource, columns: tuple[str, ...]) -> Iterator[dict[st
         from deltalake import QueryBuilder
 
         dt = _open(Path(source.files[0]), source.version)
-        selected = ", ".join(f'"{c}"' for c in columns)
+        names = [field.name for field in dt.schema().fields]
+        selected = ", ".join(f"{_quote(_column(names, c) or c)} AS {_quote(c)}" for c in columns)
         query = QueryBuilder({"datafusion.execution.target_partitions": "1",
                               "datafusion.execution.batch_size": str(BATCH_ROWS)})
         reader = query.register("rows", dt).execute(f'SELECT {selected} FROM "rows"')
@@ -177,11 +182,26 @@ def _size(dt: Any) -> int:
     return sum(int(s or 0) for s in sizes)
 
 
-def _column_problem(columns: dict[str, Any], task: str) -> str | None:
+def _column(names: list[str], wanted: str) -> str | None:
+    """The table's column for ``wanted``: that name, else the one name equal to it but for case (Spark and
+    Unity Catalog match column names regardless of case: a table written with 'Prompt' has a 'prompt')."""
+    if wanted in names:
+        return wanted
+    same = [n for n in names if n.lower() == wanted]
+    return same[0] if len(same) == 1 else None
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _column_problem(all_columns: dict[str, Any], task: str) -> str | None:
     """Why the table's columns cannot hold the task's rows (a hint when they are another task's data)."""
-    found = ", ".join(f"{n[:40]} {_type(t)[:80]}" for n, t in list(columns.items())[:8]) or "none"
-    if len(columns) > 8:
-        found += f", ... ({len(columns)} columns)"
+    names = list(all_columns)
+    columns = {w: all_columns[c] for task_columns in COLUMNS.values() for w in task_columns if (c := _column(names, w))}
+    found = ", ".join(f"{n[:40]} {_type(t)[:80]}" for n, t in list(all_columns.items())[:8]) or "none"
+    if len(all_columns) > 8:
+        found += f", ... ({len(all_columns)} columns)"
     if task not in COLUMNS:
         return f": unknown task type {task!r}"
     needed = COLUMNS[task]
