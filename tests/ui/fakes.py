@@ -106,6 +106,18 @@ class FakeClient:
     def validate(self, params: dict[str, Any]) -> list[Problem]:
         return []
 
+    #: GET /api/health as a service on 2 CPU cores answers it (tests/ui/test_form_devices.py holds the real
+    #: service's answer to this shape)
+    health_result: dict[str, Any] = {
+        "status": "ok", "scheduler": "alive", "training": 0, "max_concurrent": 1,
+        "devices": {"kind": "cpu", "total": 2, "free": 2, "source": "CPU affinity", "held": {},
+                    "described": "2 CPU cores (0-1; CPU affinity)", "default_num_devices": 1},
+    }
+
+    def health(self) -> dict[str, Any]:
+        self.calls.append(("health",))
+        return self.health_result
+
     # -- the estimate (service/estimate.py): canned answers, recorded per run as the service does --
     estimate_result: dict[str, Any] = {
         "ok": True, "seconds": 90.0, "tokens_per_epoch": 1200, "total_steps": 40, "tokens_per_second": 500.0,

@@ -68,7 +68,7 @@ def create_app(service: RunService, token: str, home: Path) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         generator.close()
-        app.state.mlflow_server.close()
+        await app.state.mlflow_server.aclose()
 
     app = FastAPI(
         title="tunedeck",
@@ -222,8 +222,14 @@ def create_app(service: RunService, token: str, home: Path) -> FastAPI:
 
     @checks.get("/health")
     def health(svc: Service) -> dict[str, Any]:
-        """Liveness (the scheduler's too) and which state dir this service serves."""
+        """Liveness (the scheduler's too), which state dir this service serves, and its devices (with their
+        description as create()'s messages word it, and the num_devices a run gets when create() gives none)."""
         state = svc.health()
+        try:
+            default: int | None = config.num_devices()
+        except ValueError:  # create() says so, naming TUNEDECK_NUM_DEVICES
+            default = None
+        state["devices"] = {**state["devices"], "described": svc.devices.pool.describe(), "default_num_devices": default}
         return {"status": "ok" if state["scheduler"] == "alive" else "degraded", "home": str(home), **state}
 
     mlflow_server = MlflowServer(config.mlflow_tracking_uri(), config.mlflow_artifact_root(), home)

@@ -27,6 +27,7 @@ from tunedeck.errors import Problem
 from tunedeck.inputs import catalog
 from tunedeck.inputs import params as checks
 from tunedeck.inputs.paths import hf_hub_cache, is_folder, snapshot_dir
+from tunedeck.inputs.validate import Devices, check_num_devices
 from tunedeck.types import LoRA, ModelInfo, create_params
 
 TASKS = (
@@ -66,6 +67,7 @@ class FormState:
     custom_weights_path: str = ""
     experiment_path: str = ""
     data_prep_cluster_id: str = ""
+    num_devices: str = ""  # blank: the service's default (TUNEDECK_NUM_DEVICES, else 1)
     validate_inputs: bool = True
     adapter: str = "full"  # full | lora | qlora
     adapter_rank: str = "16"
@@ -81,10 +83,12 @@ class FormState:
 
 
 _ADAPTER_STATE = ("adapter", "adapter_rank", "adapter_alpha", "adapter_targets", "adapter_modules")
+#: the memory check of a run is made for its processes: a problem with it names the model, or num_devices
+_MEMORY_STATE = ("model", "context_length", "custom_weights_path", "num_devices", *_ADAPTER_STATE)
 _ALL = tuple(f.name for f in dataclasses.fields(FormState) if f.name != "strict")
 #: The state a problem about each field depends on: a service's answer is shown while these are unchanged.
 DEPENDS: dict[str, tuple[str, ...]] = {
-    "model": ("model", "task_type", "context_length", "custom_weights_path", *_ADAPTER_STATE),
+    "model": ("task_type", *_MEMORY_STATE),
     "task_type": ("model", "task_type", "train_data_path", "eval_data_path"),
     "train_data_path": ("model", "task_type", "train_data_path", "context_length"),
     "eval_data_path": ("model", "task_type", "eval_data_path", "context_length"),
@@ -97,6 +101,7 @@ DEPENDS: dict[str, tuple[str, ...]] = {
     "experiment_path": ("experiment_path",),
     "data_prep_cluster_id": ("data_prep_cluster_id",),
     "validate_inputs": ("validate_inputs",),
+    "num_devices": _MEMORY_STATE,
     "adapter": ("model", *_ADAPTER_STATE),
     "adapter_rank": (*_ADAPTER_STATE, "sweep"),
     "adapter_alpha": _ADAPTER_STATE,
@@ -132,6 +137,33 @@ class Fix:
     field: str
     value: Any
     label: str
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """The service's devices, from its ``/api/health``: how many there are (GPUs, or CPU cores), described
+    as create()'s messages word them, and the num_devices a run gets when create() gives none."""
+
+    total: int
+    kind: str  # "cuda" or "cpu"
+    described: str  # '2 CPU cores (0-1; CPU affinity)'
+    default: int | None = 1  # TUNEDECK_NUM_DEVICES, else 1; None: the service's setting is invalid
+
+    @property
+    def noun(self) -> str:
+        return "GPU" if self.kind == "cuda" else "CPU core"
+
+    @classmethod
+    def from_health(cls, health: dict[str, Any]) -> DeviceInfo | None:
+        """From the service's health answer; None where it does not say (an older service)."""
+        devices = health.get("devices") if isinstance(health, dict) else None
+        if not isinstance(devices, dict):
+            return None
+        total, kind, described = devices.get("total"), devices.get("kind"), devices.get("described")
+        if not isinstance(total, int) or total < 1 or kind not in ("cuda", "cpu") or not isinstance(described, str):
+            return None
+        default = devices.get("default_num_devices")
+        return cls(total, kind, described, default if isinstance(default, int) else None)
 
 
 @dataclass(frozen=True)
@@ -189,9 +221,11 @@ class Validation:
 
 
 # -- the function ---------------------------------------------------------------------------------------
-def validate(state: FormState, models: dict[str, ModelInfo], reports: tuple[Report, ...] | list[Report] = ()) -> Validation:
+def validate(state: FormState, models: dict[str, ModelInfo], reports: tuple[Report, ...] | list[Report] = (),
+             devices: DeviceInfo | None = None) -> Validation:
     """Everything the form says about ``state``: its own checks, plus what the service reported for a
-    state that agrees with this one on what each problem depends on."""
+    state that agrees with this one on what each problem depends on. ``devices``: the service's (Devices
+    is checked against them; None: only that it is a whole number of at least 1)."""
     raw: list[Problem] = []
     fixes: dict[int, Fix] = {}  # id(problem) -> a fix the form knows better than the message
     out: dict[str, Any] = {}
@@ -303,6 +337,17 @@ def validate(state: FormState, models: dict[str, ModelInfo], reports: tuple[Repo
     if not state.validate_inputs:
         out["validate_inputs"] = False
 
+    # Devices: blank is the service's default; else create()'s check, against the service's devices
+    if state.num_devices.strip():
+        count, devices_problem = _num_devices(state.num_devices, devices)
+        if devices_problem:
+            raw.append(devices_problem)
+            left_out["num_devices"] = "invalid"
+            if devices is not None and count is not None and count > devices.total:
+                fixes[id(devices_problem)] = Fix("num_devices", str(devices.total), f"Set Devices to {devices.total}")
+        else:
+            out["num_devices"] = count
+
     # Adapter: parse_adapter, as the service runs it, one setting at a time so each error sits by its field
     if state.adapter != "full":
         lora = lora_of(state if grid is None else dataclasses.replace(state, adapter_rank=""))
@@ -379,6 +424,21 @@ def _duration(text: str, unit: str, sweep: bool = False) -> tuple[checks.Duratio
         return checks.parse_duration(f"{int(text)}{unit}"), None
     except ValueError as exc:
         return None, str(exc)
+
+
+def _num_devices(text: str, devices: DeviceInfo | None) -> tuple[int | None, Problem | None]:
+    """Devices as typed: the number, and create()'s problem with it (inputs/validate.check_num_devices,
+    so the words are the service's); without the service's devices, no upper bound (create() checks it)."""
+    text = text.strip().replace("_", "")
+    if not re.fullmatch(r"[+-]?\d+", text):
+        return None, Problem("num_devices", f"must be a whole number, found {_quote(text)}")
+    count = int(text)
+    known = Devices(devices.total, devices.described, devices.kind) if devices else Devices(max(count, 1), "")
+    try:
+        check_num_devices(count, known)
+    except (TypeError, ValueError) as exc:
+        return count, Problem("num_devices", str(exc))
+    return count, None
 
 
 def _parts(text: str) -> list[str]:
@@ -468,6 +528,7 @@ def _folder_info(folder: Path, name: str, source: str) -> tuple[ModelInfo | None
 _SWITCH_TASK = re.compile(r"(?:pass|use) task_type='(\w+)'")
 _ADAPTER_SUGGESTION = re.compile(r"adapter='(lora|qlora)'")
 _CONTEXT_SUGGESTION = re.compile(r"context_length=([\d,]+)")
+_DEVICES_SUGGESTION = re.compile(r"num_devices=(\d+)")
 
 
 def _word(problem: Problem, fix: Fix | None) -> Issue:
@@ -477,12 +538,16 @@ def _word(problem: Problem, fix: Fix | None) -> Issue:
     if fix is None and switch and switch.group(1) in TASK_LABELS:
         label = TASK_LABELS[switch.group(1)]
         fix = Fix("task_type", switch.group(1), f"Switch Task to {label}")
+    devices = _DEVICES_SUGGESTION.search(message)
+    if fix is None and devices and problem.field == "num_devices":  # "One process (num_devices=1) would fit."
+        fix = Fix("num_devices", devices.group(1), f"Set Devices to {devices.group(1)}")
     adapter = _ADAPTER_SUGGESTION.search(message)
     if fix is None and adapter and problem.field == "model":
         fix = Fix("adapter", adapter.group(1), f"Switch Fine-tuning to {METHOD_LABELS[adapter.group(1)]}")
     message = _SWITCH_TASK.sub(lambda m: f"switch Task to {TASK_LABELS.get(m.group(1), m.group(1))}", message)
     message = _ADAPTER_SUGGESTION.sub(lambda m: f"Fine-tuning {METHOD_LABELS[m.group(1)]}", message)
     message = _CONTEXT_SUGGESTION.sub(lambda m: f"Context length {m.group(1)}", message)
+    message = _DEVICES_SUGGESTION.sub(lambda m: f"Devices {m.group(1)}", message)
     for value, label in TASK_LABELS.items():
         message = re.sub(rf"\b{value}\b", label, message)
     for name, word in LABELS.items():
@@ -493,7 +558,7 @@ def _word(problem: Problem, fix: Fix | None) -> Issue:
     else:  # a field the form has no place for (the service's environment, ...)
         field_name, label = "", (problem.field or "")
     if label and not message.startswith(label):
-        message = f"{label}: {message}" if not message.startswith(("is ", "must ")) else f"{label} {message}"
+        message = f"{label}: {message}" if not message.startswith(("is ", "must ", "asks ")) else f"{label} {message}"
     return Issue(field_name, message, problem.file or None, (problem.line,) if problem.line else (), fix)
 
 
@@ -589,9 +654,8 @@ def _literal(value: Any) -> str:
 
 
 # -- helpers -------------------------------------------------------------------------------------------------
-#: create()'s parameters the form has, in the preview's order (types/create_params.py's; num_devices is
-#: not in the form: a notebook's run trains on one device unless its code asks for more)
-PARAMETERS = tuple(name for name in create_params.api_names() if name != "num_devices")
+#: create()'s parameters the form has (every one), in the preview's order: types/create_params.py's
+PARAMETERS = create_params.api_names()
 
 
 def _ordered(params: dict[str, Any]) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from tunedeck.ui._validation import (
     OTHER_MODEL,
     PARAMETERS,
     TASKS,
+    DeviceInfo,
     Fix,
     FormState,
     Issue,
@@ -52,6 +53,7 @@ ADVANCED = (
     "adapter",
     *ADAPTER_FIELDS,
     "context_length",
+    "num_devices",
     "custom_weights_path",
     "experiment_path",
     "data_prep_cluster_id",
@@ -69,7 +71,7 @@ WIDGETS = {
     "eval_prompts": "prompts_w", "context_length": "context_w", "custom_weights_path": "weights_w",
     "experiment_path": "experiment_w", "data_prep_cluster_id": "cluster_w", "validate_inputs": "validate_w",
     "adapter": "method_w", "adapter_rank": "rank_w", "adapter_alpha": "alpha_w", "adapter_targets": "targets_w",
-    "adapter_modules": "modules_w", "sweep": "sweep_w",
+    "adapter_modules": "modules_w", "num_devices": "devices_w", "sweep": "sweep_w",
 }
 
 
@@ -109,6 +111,7 @@ class TrainingForm(_snapshot.SnapshotDisplay, w.VBox):
         self._fixes_shown: dict[str, tuple[Fix, ...]] = {}
         self._models: dict[str, ModelInfo] = {}
         self._models_error: str | None = None
+        self._devices: DeviceInfo | None = None  # the service's, from its health: Devices is checked against them
         self._validation: Validation | None = None
         self._estimate: tuple[FormState, dict[str, Any]] | None = None  # the service's estimate and the state it is of
         self._build(defaults)
@@ -128,6 +131,13 @@ class TrainingForm(_snapshot.SnapshotDisplay, w.VBox):
             self._models = {m.name: m for m in fm.get_models()}
         except Exception as exc:  # noqa: BLE001 - shown next to the model field
             notes.append(Problem("model", f"could not list models: {_snapshot.describe(exc)}"))
+        if not notes:  # the service answered: how many devices it has (GPUs, or CPU cores)
+            from tunedeck.client import get_client
+
+            try:
+                self._devices = DeviceInfo.from_health(get_client().health())
+            except Exception:  # noqa: BLE001 - Devices is then checked by create() alone, and its help says so
+                self._devices = None
         options = [(f"{m.name}  (max context {m.max_context_length:,})", m.name) for m in self._models.values()]
         options.append((OTHER_LABEL, OTHER_MODEL))
         model = str(d.get("model") or "").strip()
@@ -168,6 +178,8 @@ class TrainingForm(_snapshot.SnapshotDisplay, w.VBox):
         self.prompts_w.add_class("td-input")
         self.context_w = _text("" if d.get("context_length") in (None, "") else str(d["context_length"]), kind="td-input-short")
         self.context_help = w.HTML()
+        self.devices_w = _text("" if d.get("num_devices") in (None, "") else str(d["num_devices"]), kind="td-input-short")
+        self.devices_help = w.HTML()
         self.weights_w = _text(d.get("custom_weights_path") or "", "a checkpoint folder ep#-ba#, or its .symlink")
         self.experiment_w = _text(d.get("experiment_path") or "", "default: /Users/<you>/<run name>")
         self.cluster_w = _text(d.get("data_prep_cluster_id") or "", "recorded; used for table inputs")
@@ -252,6 +264,7 @@ class TrainingForm(_snapshot.SnapshotDisplay, w.VBox):
             self._row("adapter", "Fine-tuning", self.method_w, below=(self.method_help,)),
             self.lora_w,
             self._row("context_length", "Context length", self.context_w, below=(self.context_help,)),
+            self._row("num_devices", "Devices", self.devices_w, below=(self.devices_help,)),
             self._row("custom_weights_path", "Custom weights", self.weights_w),
             self._row("experiment_path", "Experiment", self.experiment_w),
             self._row("data_prep_cluster_id", "Data prep cluster", self.cluster_w),
@@ -262,7 +275,8 @@ class TrainingForm(_snapshot.SnapshotDisplay, w.VBox):
             children=[evaluation], titles=("Evaluation — eval data, eval prompts",), selected_index=None,
         )
         self.advanced_w = w.Accordion(
-            children=[advanced], titles=("Advanced — LoRA, context length, weights, experiment, sweep",), selected_index=None,
+            children=[advanced], titles=("Advanced — LoRA, context length, devices, weights, experiment, sweep",),
+            selected_index=None,
         )
         self.evaluation_w.add_class("td-section-evaluation")
         self.advanced_w.add_class("td-section-advanced")
@@ -300,6 +314,7 @@ class TrainingForm(_snapshot.SnapshotDisplay, w.VBox):
             learning_rate=self.lr_w.value, eval_data_path=self.eval_data_w.value, eval_prompts=self.prompts_w.value,
             context_length=self.context_w.value, custom_weights_path=self.weights_w.value,
             experiment_path=self.experiment_w.value, data_prep_cluster_id=self.cluster_w.value,
+            num_devices=self.devices_w.value,
             validate_inputs=bool(self.validate_w.value), adapter=self.method_w.value, adapter_rank=self.rank_w.value,
             adapter_alpha=self.alpha_w.value, adapter_targets=self.targets_w.value, adapter_modules=self.modules_w.value,
             adapter_dropout=self._dropout, sweep=bool(self.sweep_w.value), strict=self._strict,
@@ -307,7 +322,7 @@ class TrainingForm(_snapshot.SnapshotDisplay, w.VBox):
 
     def validation(self) -> Validation:
         """``validate()`` of the form as it is now (the one source of everything the form shows)."""
-        return validate(self.state(), self._models, self._reports)
+        return validate(self.state(), self._models, self._reports, self._devices)
 
     def params(self) -> dict[str, Any]:
         """The keyword arguments Start passes to ``fm.create()``: the valid ones, and only those that
@@ -331,7 +346,7 @@ class TrainingForm(_snapshot.SnapshotDisplay, w.VBox):
         from tunedeck.client import get_client
 
         state = self.state()
-        v = validate(state, self._models, [r for r in self._reports if r.kind != "check"])
+        v = validate(state, self._models, [r for r in self._reports if r.kind != "check"], self._devices)
         model = fm._model_path(state.model) if state.model else None
         context = v.params.get("context_length") or v.default_context
         results: dict[str, dict[str, Any]] = {}
@@ -500,7 +515,7 @@ class TrainingForm(_snapshot.SnapshotDisplay, w.VBox):
         """Redraw help texts, field errors, fixes, data-check summaries, the banner and the code preview
         from ``validate()`` of the current state."""
         state = self.state()
-        v = validate(state, self._models, self._reports)
+        v = validate(state, self._models, self._reports, self._devices)
         self._validation = v
         info = v.model
         esc = _snapshot.esc
@@ -543,6 +558,8 @@ class TrainingForm(_snapshot.SnapshotDisplay, w.VBox):
             self.context_w.placeholder = "the model's default"
             context_note = "blank = the model's default (at most 8,192) · choose a model to see its maximum"
         self.context_help.value = f"<span class='td-muted' style='font-size:12px'>{esc(context_note)}</span>"
+        self.devices_w.placeholder, devices_note = _devices_help(self._devices)
+        self.devices_help.value = f"<span class='td-muted' style='font-size:12px'>{esc(devices_note)}</span>"
         self.lora_w.layout.display = "none" if state.adapter == "full" else None
         self.modules_w.layout.display = None if state.adapter_targets == "custom" else "none"
         self.method_help.value = f"<span class='td-muted' style='font-size:12px'>{esc(METHOD_HELP[state.adapter])}</span>"
@@ -647,6 +664,18 @@ def _adapter_fields(value: Any) -> tuple[str, LoRA, list[str] | str | None]:
     else:
         lora = LoRA(**checks.ADAPTER_NAMES[value.strip().lower()])
     return ("qlora" if parsed["quantize_base"] else "lora"), lora, parsed["target_modules"]
+
+
+def _devices_help(devices: DeviceInfo | None) -> tuple[str, str]:
+    """Devices' placeholder and help line: what blank means, what a device is, and how many there are."""
+    how = "processes of the run, one {} each: DDP, or FSDP sharding with TUNEDECK_SHARDING"
+    if devices is None:
+        return "default", ("blank = the service's default (TUNEDECK_NUM_DEVICES, else 1) · "
+                           + how.format("device (GPU, or CPU core)"))
+    default = (f"blank = {devices.default} (the service's default: TUNEDECK_NUM_DEVICES, else 1)" if devices.default
+               else "blank = the service's TUNEDECK_NUM_DEVICES, which is invalid: give a number")
+    return (f"default {devices.default}" if devices.default else "e.g. 1"), (
+        f"{default} · {how.format(devices.noun)} · this service has {devices.described}")
 
 
 def _rank(text: str) -> Any:
