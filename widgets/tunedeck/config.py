@@ -16,6 +16,8 @@ TUNEDECK_IDLE_EXIT_SECONDS     an auto-started service with nothing to do exits 
 TUNEDECK_DATA_CHECK_TIMEOUT    the form's data check is stopped after this long (default 120 s)
 TUNEDECK_PRECISION     auto (default: bf16 autocast on a GPU with native bf16, and on a CPU when a start-up
                        probe measures bf16 matmuls >= 1.3x float32), fp32, or bf16
+TUNEDECK_RAY_ADDRESS   a Ray cluster (ray.init's address, e.g. 10.0.0.5:6379): each run is a Ray Train job
+                       on it instead of a local worker (`tunedeck serve --ray ADDRESS`)
 """
 
 from __future__ import annotations
@@ -87,6 +89,11 @@ def autoresume() -> int:
     latest checkpoint before it fails (TUNEDECK_AUTORESUME, default 2; 0 turns it off)."""
     value = os.environ.get("TUNEDECK_AUTORESUME")
     return max(0, int(value)) if value else 2
+
+
+def ray_address() -> str | None:
+    """The Ray cluster runs train on (TUNEDECK_RAY_ADDRESS, set by ``tunedeck serve --ray``); None: local workers."""
+    return (os.environ.get("TUNEDECK_RAY_ADDRESS") or "").strip() or None
 
 
 def data_check_timeout() -> float:

@@ -124,7 +124,12 @@ def main(argv: list[str] | None = None) -> None:
                         help="runs that train at once (default 1: one run uses every CPU core)")
     parser.add_argument("--idle-exit", type=float, default=0, metavar="SECONDS",
                         help="stop when no run has been active or waiting this long (default 0: never)")
+    parser.add_argument("--ray", default=os.environ.get("TUNEDECK_RAY_ADDRESS") or None, metavar="ADDRESS",
+                        help="train each run as a Ray Train job on this Ray cluster (ray.init's address; needs "
+                             "tunedeck[ray] and a filesystem the cluster shares with the service: docs/scale-out.md)")
     args = parser.parse_args(argv)
+    if args.ray:
+        os.environ["TUNEDECK_RAY_ADDRESS"] = args.ray  # read by each launch (service/worker_process.py)
     serve((args.home or config.home()).expanduser().resolve(), args.host, args.port, args.max_concurrent, args.idle_exit)
 
 

@@ -22,8 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tunedeck import config
 from tunedeck.processes import is_alive, process_start, write_owner
 from tunedeck.service.devices import PIN_CODE, Assignment
+from tunedeck.service.ray_launch import ray_command
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +65,18 @@ class WorkerProcess:
         self._on_report = on_report
         self._on_exit = on_exit
         self.devices = devices
-        self._command = command or [sys.executable, "-m", "tunedeck.training.worker", str(run_dir)]
-        if processes > 1:
-            self._command = torchrun_command(self._command, processes, devices.pin_sets() if devices else None)
-        if devices is not None and devices.launcher_cores():
-            self._command = [sys.executable, "-c", PIN_CODE, str(devices.launcher_cores()), *self._command]
+        # How the run is launched: a Ray Train job when the service has a Ray address (service/ray_launch.py:
+        # Ray places its processes, so the local devices' pinning and environment do not apply), else a
+        # local worker, under torchrun for several processes. Either way one process the service owns.
+        self.ray_address = config.ray_address() if command is None else None
+        if self.ray_address:
+            self._command = ray_command(self.run_dir, self.ray_address, processes)
+        else:
+            self._command = command or [sys.executable, "-m", "tunedeck.training.worker", str(run_dir)]
+            if processes > 1:
+                self._command = torchrun_command(self._command, processes, devices.pin_sets() if devices else None)
+            if devices is not None and devices.launcher_cores():
+                self._command = [sys.executable, "-c", PIN_CODE, str(devices.launcher_cores()), *self._command]
         self._cancelled = threading.Event()
         self._offset = journal_offset
         self.proc: subprocess.Popen | None = None
@@ -87,7 +96,7 @@ class WorkerProcess:
         write_owner(self.run_dir)
         log_file = open(self.run_dir / "worker.log", "ab")
         env = {**os.environ, "TUNEDECK_JOURNAL": str(self.journal), "PYTHONUNBUFFERED": "1",
-               **(self.devices.env() if self.devices else {})}
+               **(self.devices.env() if self.devices and not self.ray_address else {})}
         try:
             self.proc = subprocess.Popen(
                 self._command,

@@ -20,12 +20,17 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tunedeck.errors import InvalidInputError
 from tunedeck.processes import OWNER_FILE, owner_alive
 from tunedeck.training.failures import StopRequested, StopSignal, TrainingFailure
 from tunedeck.training.report import Reporter
+
+if TYPE_CHECKING:
+    from tunedeck.inputs.spec import RunSpec
 
 log = logging.getLogger("tunedeck.worker")
 
@@ -40,24 +45,31 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 1:
         print("usage: python -m tunedeck.training.worker RUN_DIR", file=sys.stderr)
         return 2
-    _quiet_libraries()
+    quiet_libraries()
     rank, world_size = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1") or 1)  # torchrun's
     if world_size > 1:
         from tunedeck.training.distributed import die_with_parent
 
         die_with_parent()  # a rank never outlives its torchrun launcher
     reporter = Reporter.from_env().for_rank(rank, world_size)
-    code = _train(Path(args[0]), reporter, stop)
+    code = train(Path(args[0]), reporter, stop)
     reporter.exit(code)
     return code
 
 
-def _train(run_dir: Path, reporter: Reporter, stop: StopSignal) -> int:
-    OwnerWatch(run_dir, reporter).start()
+def train(run_dir: Path, reporter: Reporter, stop: StopSignal, *, watch_owner: bool = True,
+          prepare: Callable[[RunSpec], None] | None = None) -> int:
+    """Train the run in ``run_dir`` in this process (one rank of it under torchrun or Ray Train) and
+    return the exit code. ``watch_owner``: stop when no service owns the run (off on a Ray worker, whose
+    driver watches instead: training/ray_train.py). ``prepare(spec)`` may adjust the spec once loaded."""
+    if watch_owner:
+        OwnerWatch(run_dir, reporter).start()
     try:
         from tunedeck.inputs.spec import RunSpec
 
         spec = RunSpec.load(run_dir / "spec.json")
+        if prepare is not None:
+            prepare(spec)
         if os.environ.get("TUNEDECK_RESUME_EVERY_SECONDS"):
             spec.resume_every_seconds = float(os.environ["TUNEDECK_RESUME_EVERY_SECONDS"])
         if spec.resume_from == RESUME_LATEST:
@@ -139,7 +151,7 @@ class OwnerWatch(threading.Thread):
                 return
 
 
-def _quiet_libraries() -> None:
+def quiet_libraries() -> None:
     """Keep the run's log readable: no progress bars, no per-call INFO chatter from libraries."""
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")

@@ -1,0 +1,251 @@
+"""A run on a Ray cluster: the driver the service launches instead of a local worker, and the train
+loop each Ray Train worker runs.
+
+    python -m tunedeck.training.ray_train RUN_DIR --address ADDRESS --workers N [--max-failures K]
+
+The service starts this driver as it starts a local worker (service/worker_process.py: its own process
+group, ``TUNEDECK_JOURNAL``, the run's log, SIGTERM to cancel), so everything the service knows about a
+worker holds for it. The driver connects to the cluster and submits the run as one Ray Train job: a
+``TorchTrainer`` with ``ScalingConfig(num_workers=N, use_gpu=<the cluster has N GPUs>)``. Ray places the
+N processes and sets up torch.distributed among them; each runs :func:`train_loop`, which calls the same
+entry a local worker runs (``training/worker.py``'s ``train``: the recipe, DDP, checkpoints, MLflow,
+registration), so training code is shared, not forked. Rank 0 alone reports, appending to the run's
+journal, which the service tails as it tails a local worker's: the journal and the run's folder must be
+on a filesystem every Ray node sees (one machine; on a cluster, a shared volume mounted at the same
+path on the service and on every Ray worker).
+
+- **Exit code** (what the service reads, as from a local worker): rank 0's own code (0 done, 1 failed
+  after a ``failure`` report, 143 stopped), 1 with a ``failure`` report when Ray Train gives up.
+- **Cancel**: SIGTERM to the driver writes ``RUN_DIR/ray-stop``; each rank polls for it and stops at its
+  next safe point exactly as a local worker does on SIGTERM (the train loop runs in a thread of Ray's
+  worker process, where no signal handler can be installed). If the driver is killed instead, Ray ends
+  the job's workers with it (they are not detached).
+- **A lost Ray worker**: Ray Train restarts the worker group (``FailureConfig(max_failures=K)``, K =
+  ``TUNEDECK_AUTORESUME``) and every rank resumes from the run's latest resume point (checkpoint or
+  timed snapshot), emitting ``TRAIN_RESUMED`` as a local resume does; the same MLflow run goes on.
+  After K restarts the driver reports Ray's reason and exits 1: the run FAILS with it.
+- **No owner**: the driver watches the service as a local worker does (``OwnerWatch``); the Ray workers
+  do not (the service's pid means nothing on another node).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, cast
+
+from tunedeck.training.failures import StopRequested, StopSignal
+from tunedeck.training.report import Reporter
+from tunedeck.training.worker import EXIT_FAILED, EXIT_STOPPED, RESUME_LATEST, OwnerWatch, quiet_libraries, train
+
+log = logging.getLogger("tunedeck.ray")
+
+STOP_FILE = "ray-stop"  # written by the driver on SIGTERM; every rank stops when it appears
+RANKS_DIR = "ray-ranks"  # rank<R>.json: where each rank runs (pid, node), for the run's log and tests
+STOP_POLL_SECONDS = 0.2
+# What each rank needs of the service's environment (a Ray worker starts from the raylet's, not ours)
+ENV_PREFIXES = ("TUNEDECK_", "MLFLOW_", "HF_", "TRANSFORMERS_", "TOKENIZERS_", "TQDM_")
+ENV_LEFT_OUT = ("TUNEDECK_JOURNAL", "TUNEDECK_RAY_ADDRESS", "TUNEDECK_TOKEN")
+
+
+# --- the driver ------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tunedeck.training.ray_train")
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--address", required=True, help="the Ray cluster (ray.init's address)")
+    parser.add_argument("--workers", type=int, default=1, help="Ray Train workers (the run's num_devices)")
+    parser.add_argument("--max-failures", type=int, default=2, help="worker-group restarts before the run fails")
+    args = parser.parse_args(argv)
+    run_dir = args.run_dir.resolve()
+    stopping = Cancel(run_dir / STOP_FILE)
+    stopping.install()  # first: a cancel while Ray connects must work too
+    quiet_libraries()
+    reporter = Reporter.from_env()
+    OwnerWatch(run_dir, reporter).start()  # its SIGTERM to this process is a cancel
+    try:
+        code = drive(run_dir, args.address, args.workers, args.max_failures, reporter, stopping)
+    except Exception as error:  # the service must hear about every failure
+        log.exception("the Ray job failed")
+        reporter.failure(f"could not run the training on the Ray cluster at {args.address}: "
+                         f"{type(error).__name__}: {_first_line(error)}")
+        code = EXIT_FAILED
+    reporter.exit(code)
+    return code
+
+
+class Cancel:
+    """The driver's SIGTERM: remembered, and passed on to every rank through ``RUN_DIR/ray-stop``."""
+
+    def __init__(self, stop_file: Path):
+        self.stop_file = stop_file
+        stop_file.unlink(missing_ok=True)
+        self._set = threading.Event()
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self._set.set()
+        self.stop_file.touch()
+
+    def is_set(self) -> bool:
+        return self._set.is_set()
+
+
+def drive(run_dir: Path, address: str, workers: int, max_failures: int, reporter: Reporter, stopping: Cancel) -> int:
+    """Submit the run as one Ray Train job, wait for it, and return the worker's exit code."""
+    import ray
+    from ray.train import FailureConfig, RunConfig, ScalingConfig, TrainingFailedError
+    from ray.train.torch import TorchTrainer
+
+    ray.init(address=address, logging_level=logging.WARNING, configure_logging=False)
+    stopping.install()  # again: ray.init replaced the driver's SIGTERM handler with its own
+    log.info("connected to the Ray cluster at %s", address)
+    if stopping.is_set():
+        return EXIT_STOPPED
+    use_gpu = ray.cluster_resources().get("GPU", 0) >= workers
+    trainer = TorchTrainer(
+        cast(Any, train_loop),  # Ray's annotation says it returns None; Ray Train V2 hands rank 0's value back
+        train_loop_config={"run_dir": str(run_dir), "journal": os.environ.get("TUNEDECK_JOURNAL") or "",
+                           "env": {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIXES) and k not in ENV_LEFT_OUT}},
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu),
+        run_config=RunConfig(
+            name=run_dir.name, storage_path=str(run_dir / "ray"),
+            failure_config=FailureConfig(max_failures=max_failures),
+        ),
+    )
+    log.info("submitting %s to Ray Train: %d worker(s), %s", run_dir.name, workers, "GPUs" if use_gpu else "CPUs")
+    try:
+        result = trainer.fit()
+    except TrainingFailedError as error:  # a worker group failed more than max_failures times
+        if stopping.is_set():
+            log.info("stopped on request; Ray said: %s", _first_line(error))
+            return EXIT_STOPPED
+        log.error("Ray Train gave up: %s", error)
+        reporter.failure(f"the Ray Train job failed after {max_failures} restart(s): {_first_line(error)}")
+        return EXIT_FAILED
+    value = getattr(result, "return_value", None)  # (ray.train.Result is typed as V1's, which has none)
+    if isinstance(value, int):
+        return value
+    return EXIT_STOPPED if stopping.is_set() else EXIT_FAILED
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return (text.splitlines()[0] if text else type(error).__name__)[:500]
+
+
+# --- each Ray Train worker -------------------------------------------------------------------------
+
+
+def train_loop(config: dict[str, Any]) -> int:
+    """One rank of the run, on a Ray Train worker: the same ``train`` a local worker runs. Ray Train set
+    up torch.distributed and RANK / WORLD_SIZE / LOCAL_RANK before this is called."""
+    import ray.train
+
+    context = ray.train.get_context()
+    rank, world_size = context.get_world_rank(), context.get_world_size()
+    run_dir = Path(config["run_dir"])
+    # The service's settings (state dir, MLflow store, TUNEDECK_*): set here, not as a runtime_env of the
+    # job, so that Ray can hand the job its already started worker processes
+    os.environ.update(config.get("env") or {})
+    quiet_libraries()
+    ranks = run_dir / RANKS_DIR
+    ranks.mkdir(exist_ok=True)
+    (ranks / f"rank{rank}.json").write_text(json.dumps({"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id()}))
+    log.info("rank %d of %d on Ray worker pid %d", rank, world_size, os.getpid())
+    _use_ray_device()
+    journal = config["journal"]
+    reporter = (Reporter(journal_fd=os.open(journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)) if journal
+                else Reporter(sys.stderr)).for_rank(rank, world_size)
+    stop = ThreadStop()
+    watch = threading.Thread(target=stop.watch, args=(run_dir / STOP_FILE,), name="tunedeck-ray-stop", daemon=True)
+    watch.start()
+    try:
+        try:
+            return train(run_dir, reporter, stop, watch_owner=False, prepare=lambda spec: _resume_latest(spec, journal))
+        finally:
+            stop.leave()
+    except StopRequested:  # delivered just as train() returned
+        return EXIT_STOPPED
+
+
+def _use_ray_device() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        from ray.train.torch import get_device
+
+        torch.cuda.set_device(get_device())
+
+
+def _resume_latest(spec: Any, journal: str) -> None:
+    """Ray Train runs this loop again after it restarts a lost worker group: every attempt goes on from
+    the run's latest resume point (none on a first attempt: it trains from the start), in the MLflow
+    run the earlier attempt began."""
+    if spec.resume_from is None:
+        spec.resume_from = RESUME_LATEST
+    if spec.resume_mlflow_run_id is None and journal:
+        spec.resume_mlflow_run_id = _journaled_mlflow_run_id(Path(journal))
+
+
+def _journaled_mlflow_run_id(journal: Path) -> str | None:
+    found = None
+    try:
+        with open(journal, "rb") as f:
+            for line in f:
+                if b'"mlflow_run_id"' in line and b'"kind": "run"' in line:
+                    try:
+                        found = json.loads(line)["fields"].get("mlflow_run_id") or found
+                    except (ValueError, KeyError, AttributeError):
+                        continue
+    except OSError:
+        return None
+    return found
+
+
+class ThreadStop(StopSignal):
+    """StopSignal for a train loop that runs in a thread (Ray Train's): ``request()`` does what SIGTERM
+    does in a worker's main thread. Inside ``safe_points()`` it sets the flag the recipe checks; outside
+    them it raises ``StopRequested`` in the training thread at once (at its next Python instruction)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._thread_id = threading.get_ident()
+        self._lock = threading.Lock()
+        self._active = True
+
+    def request(self) -> None:
+        with self._lock:
+            if self.requested or not self._active:
+                return
+            self.requested = True
+            if not self._deferred:
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self._thread_id), ctypes.py_object(StopRequested))
+
+    def leave(self) -> None:
+        """The training thread is done: nothing is raised in it from now on."""
+        with self._lock:
+            self._active = False
+
+    def watch(self, stop_file: Path) -> None:
+        while self._active:
+            if stop_file.exists():
+                log.info("stop requested (%s)", stop_file.name)
+                self.request()
+                return
+            time.sleep(STOP_POLL_SECONDS)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
