@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 from tunedeck.training.checkpoint import OPTIMIZER_DCP, TRAINER_STATE, latest_resume_point, resume_info
+from tunedeck.training.distributed import TEST_FAIL_RANK
 from tunedeck.training.sharding import SHARDING
 
-from .conftest import events, run_in_process
+from .conftest import PAIRS, events, jsonl_source, run_in_process, write_jsonl
 from .test_distributed import Launched, _spec
 from .test_resume import run_stopped_at, train_losses
 
@@ -28,13 +30,36 @@ pytestmark = pytest.mark.e2e
 LOSS_RTOL = 1e-3
 
 
+def _with_eval(spec: Any, tmp: Path) -> Any:
+    """``spec`` with eval data and an eval prompt: under FSDP every rank evaluates, rank 0 reports."""
+    spec.eval_data = jsonl_source(write_jsonl(tmp / "data" / "eval.jsonl", [{"prompt": p, "response": r} for p, r in PAIRS]))
+    spec.eval_prompts = [PAIRS[0][0]]
+    spec.save(Path(spec.run_dir) / "spec.json")
+    return spec
+
+
+def _metric(reports: list[dict[str, Any]], name: str) -> dict[int, float]:
+    return {r["step"]: r["values"][name] for r in reports if r["kind"] == "metrics" and name in r["values"]}
+
+
 @pytest.fixture(scope="module")
-def single(tmp_path_factory, tiny_model) -> dict[int, float]:
+def single(tmp_path_factory, tiny_model) -> dict[str, Any]:
     """The uninterrupted 1-process run (20 steps): the reference every test here compares with."""
     tmp = tmp_path_factory.mktemp("single")
-    result, reports = run_in_process(_spec(tmp, tiny_model, "one"))
+    started = time.monotonic()
+    result, reports = run_in_process(_with_eval(_spec(tmp, tiny_model, "one"), tmp))
     assert len(result.losses) == 20
-    return train_losses(reports)
+    return {"losses": train_losses(reports), "eval": _metric(reports, "eval/loss"), "reports": reports,
+            "seconds": time.monotonic() - started}
+
+
+def _seconds_per_step(reports: list[dict[str, Any]]) -> float:
+    """Median seconds of an optimizer step (tokens / tokens per second of each step)."""
+    import statistics
+
+    tps = _metric(reports, "train/tokens_per_second")
+    init = next(r["data"] for r in reports if r["kind"] == "event" and r["type"] == "MODEL_INITIALIZED")
+    return statistics.median(init["tokens_per_step"] / v for v in tps.values())
 
 
 def _worst(reference: dict[int, float], other: dict[int, float]) -> float:
@@ -49,7 +74,7 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
 
 def test_two_sharded_processes_train_like_one(tmp_path, tiny_model, single, monkeypatch):
     monkeypatch.setenv(SHARDING, "fsdp")
-    spec = _spec(tmp_path, tiny_model, "fsdp")
+    spec = _with_eval(_spec(tmp_path, tiny_model, "fsdp"), tmp_path)
     started = time.monotonic()
     run = Launched(spec.run_dir, 2)
     ex = run.wait(240)
@@ -61,9 +86,17 @@ def test_two_sharded_processes_train_like_one(tmp_path, tiny_model, single, monk
 
     losses = run.losses()
     assert sorted(losses) == list(range(1, 21))
-    worst = _worst(single, losses)
-    print(f"\nFSDP: max relative loss difference 1 vs 2 processes over 20 steps: {worst:.2e}; 2-process run {seconds:.1f} s")
-    assert worst <= LOSS_RTOL, (single, losses)
+    worst = _worst(single["losses"], losses)
+    print(f"\nFSDP: max relative loss difference 1 vs 2 processes over 20 steps: {worst:.2e}; "
+          f"wall time {single['seconds']:.1f} s vs {seconds:.1f} s; seconds per step (median) "
+          f"{_seconds_per_step(single['reports']):.3f} vs {_seconds_per_step(run.reports):.3f}")
+    assert worst <= LOSS_RTOL, (single["losses"], losses)
+    # eval loss and generations at each checkpoint: every rank computed them (sharded weights), rank 0 reported
+    evals = _metric(run.reports, "eval/loss")
+    assert sorted(evals) == sorted(single["eval"]) and len(evals) >= 2, (evals, single["eval"])
+    assert _worst(single["eval"], evals) <= LOSS_RTOL, (single["eval"], evals)
+    generated = [r["data"]["generations"] for r in run.reports if r.get("type") == "EVAL_GENERATIONS"]
+    assert len(generated) == len(evals) and all(g[0]["prompt"] == PAIRS[0][0] for g in generated)
     assert losses[20] < losses[1] * 0.75  # it learns
     assert run.events().count("MODEL_REGISTERED") == 1 and "failure" not in [r["kind"] for r in run.reports]
 
@@ -106,9 +139,9 @@ def test_a_sharded_run_continues_at_one_process_and_back(tmp_path, tiny_model, s
     result, reports = run_in_process(spec)
     again = train_losses(reports)
     assert sorted(again) == list(range(done + 1, 21))
-    worst = _worst(single, again)
+    worst = _worst(single["losses"], again)
     print(f"\n2 -> 1 process from step {done}: max relative loss difference {worst:.2e}")
-    assert worst <= LOSS_RTOL, (single, again)
+    assert worst <= LOSS_RTOL, (single["losses"], again)
     assert events(reports, "TRAIN_RESUMED")[0]["data"]["step"] == done
     assert len(result.losses) == 20
 
@@ -125,9 +158,9 @@ def test_a_sharded_run_continues_at_one_process_and_back(tmp_path, tiny_model, s
     assert ex.returncode == 0 and ex.failure is None, run.log()
     again = run.losses()
     assert sorted(again) == list(range(done + 1, 21))
-    worst = _worst(single, again)
+    worst = _worst(single["losses"], again)
     print(f"1 -> 2 processes from step {done}: max relative loss difference {worst:.2e}")
-    assert worst <= LOSS_RTOL, (single, again)
+    assert worst <= LOSS_RTOL, (single["losses"], again)
     assert "TRAIN_RESUMED" in run.events()
 
 
@@ -148,3 +181,14 @@ def test_fsdp_with_lora_is_refused_and_a_bad_setting_named(tmp_path, tiny_model,
 
     with pytest.raises(TrainingFailure, match="TUNEDECK_SHARDING='zero3': expected one of auto, ddp, fsdp"):
         run_in_process(_spec(tmp_path, tiny_model, "bad", duration="2ba"))
+
+
+def test_a_failing_rank_fails_the_sharded_run_with_its_reason(tmp_path, tiny_model, monkeypatch):
+    """Rank 1 fails at step 2 (distributed.test_hook) while rank 0 waits in FSDP's all-gather."""
+    monkeypatch.setenv(SHARDING, "fsdp")
+    monkeypatch.setenv(TEST_FAIL_RANK, "1")
+    run = Launched(_spec(tmp_path, tiny_model, "fail", duration="5ba").run_dir, 2)
+    ex = run.wait(120)
+    assert ex.returncode != 0 and not ex.cancelled, run.log()
+    assert ex.failure == f"rank 1 of 2: test failure injected on rank 1 ({TEST_FAIL_RANK})", (ex, run.log())
+    assert "MODEL_REGISTERED" not in run.events()
