@@ -82,7 +82,6 @@ class DatabricksMlflow:
     def __init__(self, service: RunService, server: MlflowServer):
         self.service = service
         self.server = server
-        self._client: httpx.AsyncClient | None = None
 
     async def answer(self, request: Request, path: str) -> Response:
         if path == "artifacts/list" and request.method == "GET":
@@ -96,18 +95,14 @@ class DatabricksMlflow:
 
     async def _call(self, request: Request, path: str) -> tuple[int, Any, Response]:
         """MLflow's server's whole answer: (status, its JSON or None, the answer as a Response)."""
-        try:
-            base = await run_in_threadpool(self.server.ensure_started)
-        except MlflowUnavailableError as exc:
-            return 404, None, JSONResponse({"error_code": "NOT_IMPLEMENTED", "message": str(exc)}, status_code=404)
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=5.0))
         headers = {k: v for k, v in request.headers.items() if k.lower() in ("content-type", "accept")}
         try:
-            upstream = await self._client.request(
-                request.method, f"{base}{PREFIX}/api/2.0/mlflow/{path}", headers=headers,
+            upstream = await self.server.request(
+                request.method, f"/api/2.0/mlflow/{path}", headers=headers,
                 params=[(k, v) for k, v in request.query_params.multi_items() if k != "token"],
                 content=await request.body())
+        except MlflowUnavailableError as exc:
+            return 404, None, JSONResponse({"error_code": "NOT_IMPLEMENTED", "message": str(exc)}, status_code=404)
         except httpx.HTTPError as exc:
             failure = {"error_code": "TEMPORARILY_UNAVAILABLE", "message": f"MLflow's server did not answer: {exc}"}
             return 502, None, JSONResponse(failure, status_code=502)
@@ -149,10 +144,6 @@ class DatabricksMlflow:
             if run.mlflow_run_id == run_id and run.mlflow_experiment_id:
                 return run.name, str(run.mlflow_experiment_id)
         return None
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
 
 
 def _has_checkpoints(run_name: str) -> bool:

@@ -26,6 +26,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 from starlette.background import BackgroundTask
@@ -116,14 +117,12 @@ class MlflowServer:
             base = await run_in_threadpool(self.ensure_started)
         except MlflowUnavailableError as exc:
             return JSONResponse({"detail": str(exc)}, status_code=404)
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=5.0))
         query = httpx.QueryParams([(k, v) for k, v in request.query_params.multi_items() if k != "token"])
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED}
-        upstream = self._client.build_request(request.method, base + path, params=query, headers=headers,
-                                              content=await request.body())
+        upstream = self.client.build_request(request.method, base + path, params=query, headers=headers,
+                                             content=await request.body())
         try:
-            answer = await self._client.send(upstream, stream=True)
+            answer = await self.client.send(upstream, stream=True)
         except httpx.HTTPError as exc:
             return JSONResponse({"detail": f"MLflow's server did not answer: {exc}"}, status_code=502)
         return StreamingResponse(
@@ -131,6 +130,28 @@ class MlflowServer:
             headers={k: v for k, v in answer.headers.items() if k.lower() not in _HOP_BY_HOP},
             background=BackgroundTask(answer.aclose),
         )
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        """The one HTTP client every proxy of this server shares (this module's forward, the
+        Databricks-style answers of databricks_mlflow.py, the Unity Catalog answers of unity_catalog.py),
+        closed by ``aclose``."""
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=5.0))
+        return self._client
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """A whole answer of the server to ``method path`` (a path under PREFIX), the server started
+        first; raises MlflowUnavailableError or httpx.HTTPError."""
+        base = await run_in_threadpool(self.ensure_started)
+        return await self.client.request(method, f"{base}{PREFIX}{path}", **kwargs)
+
+    async def aclose(self) -> None:
+        """Close the shared HTTP client, then end the server."""
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+        await run_in_threadpool(self.close)
 
     def close(self) -> None:
         """End the server and everything it started (its process group)."""

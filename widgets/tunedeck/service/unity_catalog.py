@@ -29,10 +29,9 @@ from typing import Any
 import httpx
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from starlette.concurrency import run_in_threadpool
 
 from tunedeck.inputs.params import registered_model_name
-from tunedeck.service.mlflow_ui import PREFIX, MlflowServer, MlflowUnavailableError
+from tunedeck.service.mlflow_ui import MlflowServer, MlflowUnavailableError
 
 UC_PATH = "/api/2.1/unity-catalog"
 ALL_PRIVILEGES = "ALL_PRIVILEGES"
@@ -74,21 +73,15 @@ def _model_info(full_name: str, mlflow_model: dict[str, Any]) -> dict[str, Any]:
 
 def unity_catalog_router(mlflow: MlflowServer) -> APIRouter:
     router = APIRouter(include_in_schema=False)
-    client: dict[str, httpx.AsyncClient] = {}
 
     async def registry(method: str, endpoint: str, *, params: dict[str, Any] | None = None,
                        body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
         """MLflow's registry REST API (``/api/2.0/mlflow/registered-models/<endpoint>``) on the service's
         MLflow server: its status and JSON answer."""
         try:
-            base = await run_in_threadpool(mlflow.ensure_started)
+            answer = await mlflow.request(method, f"/api/2.0/mlflow/registered-models/{endpoint}", params=params, json=body)
         except MlflowUnavailableError as exc:
             raise _Failure(_error(501, "NOT_IMPLEMENTED", f"tunedeck's model registry is unavailable: {exc}")) from exc
-        if "c" not in client:
-            client["c"] = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=5.0))
-        try:
-            answer = await client["c"].request(method, f"{base}{PREFIX}/api/2.0/mlflow/registered-models/{endpoint}",
-                                               params=params, json=body)
         except httpx.HTTPError as exc:
             raise _Failure(_error(500, "INTERNAL_ERROR", f"MLflow's server did not answer: {exc}")) from exc
         try:
