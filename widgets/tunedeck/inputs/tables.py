@@ -43,7 +43,7 @@ from tunedeck.errors import Problem
 from tunedeck.inputs.paths import TABLE_NAME, PathError, is_folder, max_data_bytes, short
 from tunedeck.inputs.spec import DataSource
 
-__all__ = ["KIND", "TableError", "is_table_name", "resolve_table", "table_folder", "table_rows"]
+__all__ = ["COLUMNS", "KIND", "TableError", "resolve_table", "table_folder", "table_rows"]
 
 KIND = "delta"
 COLUMNS = {
@@ -59,11 +59,6 @@ _PSEUDO_ROOTS = ("/proc", "/sys", "/dev")
 
 class TableError(Exception):
     """The table cannot be read (deltalake's reason, first line, cut short)."""
-
-
-def is_table_name(path: Any) -> bool:
-    """``<catalog>.<schema>.<table>``: letters, digits, '_' and '-' in each part."""
-    return isinstance(path, str) and TABLE_NAME.match(path.strip()) is not None
 
 
 def table_folder(name: str) -> Path:
