@@ -156,6 +156,9 @@ form"""))
     fix = field(page, "context_length").locator(".td-field-fixes button")  # an error with its fix, shown too
     fix.wait_for(timeout=30_000)
     assert fix.inner_text() == "Set Context length to 1,024"
+    devices = field(page, "num_devices")  # Devices (num_devices): measured with the rest; says what the service has
+    assert devices.locator("input").get_attribute("placeholder") == "default 1"
+    assert re.search(r"this service has \d+ (CPU core|GPU)", devices.inner_text()), devices.inner_text()
     page.wait_for_timeout(300)  # let the layout settle at the new width
     shot(page, "form-700px")
     m = form.evaluate(MEASURE)
