@@ -192,3 +192,39 @@ def test_a_failing_rank_fails_the_sharded_run_with_its_reason(tmp_path, tiny_mod
     assert ex.returncode != 0 and not ex.cancelled, run.log()
     assert ex.failure == f"rank 1 of 2: test failure injected on rank 1 ({TEST_FAIL_RANK})", (ex, run.log())
     assert "MODEL_REGISTERED" not in run.events()
+
+
+def test_auto_shards_when_replicas_do_not_fit_and_only_then(tmp_path, monkeypatch):
+    """The worker's memory plan (training/memory_plan.py) decides TUNEDECK_SHARDING=auto: 2 replicas of
+    a 58M-parameter Llama (full fine-tuning, 16 bytes a parameter each) do not fit where 2 halves do."""
+    import json
+
+    from tunedeck.inputs.params import parse_adapter
+    from tunedeck.training.failures import TrainingFailure
+    from tunedeck.training.memory_plan import fit_run
+
+    folder = tmp_path / "llama-58m-config-only"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "llama", "hidden_size": 512, "intermediate_size": 1376, "num_hidden_layers": 8,
+        "num_attention_heads": 8, "num_key_value_heads": 8, "vocab_size": 32000, "max_position_embeddings": 2048,
+        "tie_word_embeddings": False,
+    }))
+    common: dict[str, Any] = dict(adapter=None, autocast=False, context_length=256, row_tokens=256,
+                                  device=torch.device("cpu"), micro_batch_tokens=256, dense_mask=True, processes=2)
+    monkeypatch.setenv("TUNEDECK_MEMORY_LIMIT", "6GiB")  # replicas need ~4 GiB with the runtime (the machine must have it free)
+    roomy = fit_run(folder, sharding="auto", **common)
+    assert not roomy.sharded  # replicas fit: DDP, as before
+    replicas, halves = fit_run(folder, sharding="ddp", **common), fit_run(folder, sharding="fsdp", **common)
+    assert halves.sharded and replicas.plan is not None and halves.plan is not None
+    assert halves.plan.breakdown["weights"] * 2 == pytest.approx(replicas.plan.breakdown["weights"], rel=1e-6)
+
+    between = (replicas.plan.needed + halves.plan.needed) / 2 / 0.9  # the plan uses 90% of the budget
+    monkeypatch.setenv("TUNEDECK_MEMORY_LIMIT", str(int(between)))
+    tight = fit_run(folder, sharding="auto", **common)
+    assert tight.sharded and "sharded over 2 processes (FSDP)" in tight.describe()
+    with pytest.raises(TrainingFailure, match="this run's 2 processes need"):
+        fit_run(folder, sharding="ddp", **common)  # DDP asked for: refused, as before
+    lora = fit_run(folder, **{**common, "adapter": parse_adapter("lora")}, sharding="auto")
+    assert not lora.sharded  # LoRA never shards
+    assert not fit_run(folder, sharding="auto", **{**common, "processes": 1}).sharded  # one process: nothing to shard
