@@ -36,7 +36,8 @@ class CreateParams:
     model: str = field(metadata=_meta(
         "Model", "model", "a get_models() name, a local Hugging Face model folder or a Hugging Face id in the local cache"))
     train_data_path: str = field(metadata=_meta(
-        "Train data", "trainDataPath", "a JSONL file, a folder of .txt files, a dbfs:/Volumes/... path or org/dataset/split"))
+        "Train data", "trainDataPath",
+        "a JSONL file, a folder of .txt files, a dbfs:/Volumes/... path, org/dataset/split or a <catalog>.<schema>.<table>"))
     register_to: str = field(metadata=_meta(
         "Register to", "experimentTracker.mlflow.modelRegistryPath", "<catalog>.<schema> or <catalog>.<schema>.<model>"))
     task_type: str = field(default=DEFAULT_TASK_TYPE, metadata=_meta(
