@@ -15,11 +15,12 @@ at the same row each time, and a run trains on its rows in the same order as any
 table version.
 
 The service resolves a name (``resolve_table``: the folder, the table's current version, its columns
-against the task) when it checks a request, before anything is stored, and again when it launches the
-run: the run's spec records the version current then (``DataSource.version``), the worker reads exactly
-that version and logs it to MLflow (``train_data_version``), so rows written to the table once the run
-has started do not change what it trains on. An autoresume resolves the table again; if it changed
-meanwhile, the resume point's data fingerprint differs and the run fails saying so. The row checks are
+against the task) when it checks a request, before anything is stored: the version current then
+(``DataSource.version``) is the run's for good (``service/core.py`` pin_data_versions keeps it in the
+run's folder, and each launch, an autoresume's too, reads that version; a run created without checks
+pins the version current at its first launch). The worker reads exactly that version and logs it to
+MLflow (``train_data_version``), so rows written to the table while the run waits or trains do not
+change what it trains on. The row checks are
 ``inputs/datasets.py``'s, the same as for JSONL, with the place said as ``table main.demo.train, row 3``
 instead of a file and line.
 

@@ -23,6 +23,7 @@ from typing import Any, TypeGuard
 from tunedeck import config
 from tunedeck.errors import InvalidInputError, Problem, RunNotFoundError
 from tunedeck.inputs import catalog, params
+from tunedeck.inputs.spec import RunSpec
 from tunedeck.inputs.validate import Devices, RunRequest, build_spec, request_problems
 from tunedeck.service.datacheck import DataChecker
 from tunedeck.service.devices import Assignment, DevicePool, DeviceScheduler, discover
@@ -139,8 +140,9 @@ class RunService:
     def create(self, req: RunRequest) -> TrainingRun:
         req.created_by = req.created_by or getpass.getuser()
         name = self._new_name(req.model)
+        spec = None
         if req.validate_inputs:
-            _, problems = build_spec(req, name, check_data=True, devices=self._devices())
+            spec, problems = build_spec(req, name, check_data=True, devices=self._devices())
             if problems:
                 raise InvalidInputError(problems)  # nothing stored
         else:  # still the cheap checks: types, lengths, names, path syntax, num_devices (nothing is read)
@@ -153,6 +155,8 @@ class RunService:
                           run_dir=str(config.runs_root() / name), **_recorded(req, name))
         (config.runs_root() / name).mkdir(parents=True, exist_ok=True)
         (config.runs_root() / name / "request.json").write_text(json.dumps(req.to_dict(), indent=2, default=str))
+        if spec is not None:
+            pin_data_versions(spec, config.runs_root() / name)
         try:
             self.store.add_run(run, EventType.CREATED.value, f"Run {name} created")
         except RunExistsError:  # a 6-character collision: try once more with a fresh name
@@ -328,6 +332,7 @@ class RunService:
                 {"reason": reason, "problems": [p.to_dict() for p in problems]},
             )
             return
+        pin_data_versions(spec, Path(spec.run_dir))
         state = self.store.worker(run.name)
         if state.attempts:  # an autoresume: the worker finds the latest checkpoint and goes on from it
             spec.resume_from = "latest"
@@ -500,6 +505,27 @@ def _describe_exit(code: int, tail: str) -> str:
         what = f"the training worker exited with code {code}"
     last = tail.strip().splitlines()[-1] if tail.strip() else ""
     return f"{what}; last log line: {last}" if last else what
+
+
+DATA_VERSIONS = "data_versions.json"
+
+
+def pin_data_versions(spec: RunSpec, run_dir: Path) -> None:
+    """The Delta table versions a run trains on (inputs/tables.py), fixed when they are first resolved
+    (at create() when it checks the inputs, else at the first launch) and kept for every later launch,
+    so rows written to a table while the run waits in the queue, or before an autoresume, never change
+    what it reads. Kept in RUN_DIR/data_versions.json."""
+    path = run_dir / DATA_VERSIONS
+    pinned: dict[str, int | None] = json.loads(path.read_text()) if path.exists() else {}
+    for key, source in (("train_data", spec.train_data), ("eval_data", spec.eval_data)):
+        if source is None or source.kind != "delta":
+            continue
+        if key in pinned:
+            source.version = pinned[key]
+        else:
+            pinned[key] = source.version
+    if pinned:
+        path.write_text(json.dumps(pinned))
 
 
 def _recorded(req: RunRequest, name: str) -> dict[str, Any]:
