@@ -86,11 +86,11 @@ def _row(r: dict[str, Any]) -> list[Any]:
 
 
 def _estimate(client, params: dict[str, Any]) -> tuple[dict[str, Any], float]:
-    """The service's estimate and how long it took to answer. The first one for SmolLM2 converts its GGUF
-    file once, up front (a step of its own, with its own timeout): while that goes on the service answers
-    ``pending`` with the stage, and this asks again. The conversion's time is not the estimate's."""
+    """The service's estimate and how long it took, from the first ask to the answer. The first one for
+    SmolLM2 converts its GGUF file once and probes the throughput, each a step of its own with its own
+    timeout: while one goes on the service answers ``pending`` with what it is doing, and this asks again."""
+    started = time.monotonic()
     while True:
-        started = time.monotonic()
         estimate = client.estimate(params)
         if not estimate.get("pending"):
             return estimate, time.monotonic() - started

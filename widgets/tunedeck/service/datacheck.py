@@ -195,9 +195,14 @@ class DataChecker:
         }
         return self.ask(request)
 
-    def ask(self, request: dict[str, Any]) -> dict[str, Any]:
-        """The helper's answer to one request, or a problem saying why there is none."""
-        timeout = self._timeout if self._timeout is not None else config.data_check_timeout()
+    def ask(self, request: dict[str, Any], timeout: float | None = None,
+            setting: str = "TUNEDECK_DATA_CHECK_TIMEOUT") -> dict[str, Any]:
+        """The helper's answer to one request, or a problem saying why there is none.
+
+        ``timeout``: this request's own limit (the estimate's throughput probe has one, named ``setting``
+        in the problem); by default the data check's."""
+        if timeout is None:
+            timeout = self._timeout if self._timeout is not None else config.data_check_timeout()
         deadline = time.monotonic() + timeout
         if not self._lock.acquire(timeout=timeout):
             return _failure(f"the data check did not start within {timeout:g} s: another check is still running")
@@ -214,7 +219,7 @@ class DataChecker:
                 if line is None:
                     self._stop()
                     return _failure(
-                        f"the data check did not finish within {timeout:g} s (TUNEDECK_DATA_CHECK_TIMEOUT) and was "
+                        f"the data check did not finish within {timeout:g} s ({setting}) and was "
                         "stopped; a smaller file or a longer timeout will do"
                     )
                 if line:

@@ -17,6 +17,12 @@ own figure (its TRAIN_FINISHED ``tokens_per_second``), and that run's time outsi
 next estimate's "rest", scaled by checkpoints. Completed runs are learned from lazily, on the next
 estimate or estimate read, so the core needs no hook.
 
+The probe is a step of its own too: it runs in the background with its own timeout
+(``TUNEDECK_PROBE_TIMEOUT``, default 20 min, not the data check's 120 s: on this 2-core machine at load
+average 18 it took 312 s for SmolLM2, ~10 s quiet). An estimate waits for it up to ``PROBE_WAIT``
+seconds, then answers ``pending`` (how long it has measured so far) and the probe goes on; the next
+estimate finds its figure in the cache. While it runs, the helper is busy: estimates wait for it first.
+
 The probe measures whatever else the machine is doing: an estimate made while another run trains is
 pessimistic. Runs that were resumed teach their throughput but not their time (it includes the
 failure).
@@ -28,6 +34,8 @@ import json
 import math
 import os
 import threading
+import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any
@@ -52,6 +60,14 @@ REGISTER_SECONDS = 6.0
 GENERATION_TOKENS = 100  # what evaluate.GENERATION may generate per eval prompt at each checkpoint
 EVAL_SPEEDUP = 3.0  # a forward pass (eval loss) is ~3x faster than forward + backward
 LEARN_FROM = 50  # the newest completed runs looked at for measured figures
+PROBE_WAIT = 150.0  # an estimate waits this long for a throughput probe, then answers "pending" (the client waits 300 s)
+DEFAULT_PROBE_TIMEOUT = 1200.0
+
+
+def probe_timeout() -> float:
+    """Seconds a throughput probe may take before it is stopped (TUNEDECK_PROBE_TIMEOUT, default 1200)."""
+    value = os.environ.get("TUNEDECK_PROBE_TIMEOUT")
+    return max(1.0, float(value)) if value else DEFAULT_PROBE_TIMEOUT
 
 
 def adapter_mode(adapter: dict | None) -> str:
@@ -128,10 +144,34 @@ class EstimateCache:
         return self.read()["entries"].get(key)
 
 
+class _Probe:
+    """One throughput probe, asked of the helper from a thread of its own; ``answer`` once ``done``."""
+
+    def __init__(self, model: str, measure: Callable[[], dict[str, Any]]):
+        self.model = model
+        self.started = time.monotonic()
+        self.answer: dict[str, Any] = {}
+        self.done = threading.Event()
+        threading.Thread(target=self._run, args=(measure,), name=f"probe-{model}", daemon=True).start()
+
+    def _run(self, measure: Callable[[], dict[str, Any]]) -> None:
+        try:
+            self.answer = measure()
+        except Exception as error:  # noqa: BLE001 - an estimate answers with why, never a 500
+            message = f"the throughput probe failed: {type(error).__name__}: {str(error)[:300]}"
+            self.answer = {"ok": False, "message": message,
+                           "problems": [{"field": "model", "message": message, "file": None, "line": None}]}
+        finally:
+            self.done.set()
+
+
 class Estimator:
-    def __init__(self, service: RunService, cache: EstimateCache | None = None):
+    def __init__(self, service: RunService, cache: EstimateCache | None = None, probe_wait: float = PROBE_WAIT):
         self.service = service
         self.cache = cache or EstimateCache(config.home() / CACHE_FILE)
+        self.probe_wait = probe_wait
+        self._probe: _Probe | None = None
+        self._probe_lock = threading.Lock()
 
     # -- before Start ------------------------------------------------------------------------------
     def estimate(self, req: RunRequest) -> dict[str, Any]:
@@ -144,6 +184,9 @@ class Estimator:
                 spec.model_name, Path(spec.model_path) / spec.model_gguf_file, spec.model_cache_dir)
             if waiting is not None:
                 return waiting
+        _, waiting = self._wait_for_probe()  # an earlier estimate's probe still measuring: the helper is busy
+        if waiting is not None:
+            return waiting
         self.learn()
         entries = self.cache.read()["entries"]
         known = {k for k, v in entries.items() if v.get("tokens_per_second")}
@@ -153,18 +196,56 @@ class Estimator:
         key = cache_key(spec.model_name, plan["device"], plan["dtype"], plan["adapter"])
         probed = None
         if key not in known:
-            answer = self.service.data_checker.ask({"kind": "estimate", "spec": spec.to_dict(), "probe": True})
-            if not answer.get("ok"):
-                return answer
-            probed = answer["probe"]
+            with self._probe_lock:
+                if self._probe is None:
+                    request = {"kind": "estimate", "spec": spec.to_dict(), "probe": True}
+                    self._probe = _Probe(spec.model_name, lambda: self._measure(key, request))
+            probe, waiting = self._wait_for_probe()
+            if waiting is not None:
+                return waiting
+            if probe is not None and probe.answer.get("probe"):
+                probed = probe.answer["probe"]
+        entry = self.cache.entry(key)
+        if not entry or not entry.get("tokens_per_second"):
+            return _refused([Problem("model", "no throughput measured for this model on this machine yet: estimate again")])
+        return self._compose(plan, key, entry, probed)
+
+    def _measure(self, key: str, request: dict[str, Any]) -> dict[str, Any]:
+        """The probe (in its thread): a few real training steps in the helper, under the probe's own
+        timeout; a measured figure goes into the cache whoever is still waiting for it."""
+        answer = self.service.data_checker.ask(request, timeout=probe_timeout(), setting="TUNEDECK_PROBE_TIMEOUT")
+        probed = answer.get("probe") if answer.get("ok") else None
+        if probed:
             self.cache.update(lambda data: data["entries"].__setitem__(key, {
                 "tokens_per_second": probed["tokens_per_second"],
                 "generated_tokens_per_second": probed["generated_tokens_per_second"],
                 "load_seconds": probed["load_seconds"], "probe_seconds": probed["probe_seconds"],
                 "source": "probe", "updated_at": _now(),
             }))
-        entry = self.cache.entry(key) or {}
-        return self._compose(plan, key, entry, probed)
+        return answer
+
+    def _wait_for_probe(self) -> tuple[_Probe | None, dict[str, Any] | None]:
+        """Wait up to ``probe_wait`` for the probe in flight, if any: (the finished probe, None), or
+        (None, the answer to give instead: ``pending`` while it goes on, or why it failed)."""
+        with self._probe_lock:
+            probe = self._probe
+        if probe is None:
+            return None, None
+        probe.done.wait(self.probe_wait)
+        if not probe.done.is_set():
+            so_far = time.monotonic() - probe.started
+            message = (f"measuring how fast this machine trains {probe.model}: a few real training steps, once per "
+                       f"model and hardware ({so_far:.0f} s so far, load average {os.getloadavg()[0]:.1f}); "
+                       "ask again in a minute")
+            return None, {"ok": False, "pending": True, "stage": "throughput probe", "message": message,
+                          "seconds_so_far": round(so_far, 1),
+                          "problems": [{"field": "model", "message": message, "file": None, "line": None}]}
+        with self._probe_lock:
+            if self._probe is probe:
+                self._probe = None  # taken: a failed probe is tried afresh by the next estimate
+        if not probe.answer.get("ok"):
+            return None, probe.answer
+        return probe, None
 
     def _compose(self, plan: dict[str, Any], key: str, entry: dict[str, Any], probed: dict | None) -> dict[str, Any]:
         tps = float(entry["tokens_per_second"])
