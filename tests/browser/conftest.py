@@ -20,23 +20,35 @@ def pytest_collection_modifyitems(items):
                 item.add_marker(skip)
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    base = tmp_path_factory.mktemp("lab")
+def _server(tmp_path_factory, app: str):
+    base = tmp_path_factory.mktemp(app)
     root = base / "notebooks"
     root.mkdir()
     home = base / "home"
     env = {"TUNEDECK_HOME": str(home), "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(base / "hf-cache"),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    server = JupyterLab(root, env, unset=ISOLATED_ENV)
+    server = JupyterLab(root, env, unset=ISOLATED_ENV, app=app)
     server.home = home
     server.start()
     yield server
     server.stop()
     stop_service(home)
-    if (base / "jupyterlab.log").exists():
+    if server.log_path.exists():
         ARTIFACTS.mkdir(exist_ok=True)
-        shutil.copy(base / "jupyterlab.log", ARTIFACTS / "jupyterlab.log")
+        shutil.copy(server.log_path, ARTIFACTS / server.log_path.name)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """JupyterLab 4 and its own tunedeck service (TUNEDECK_HOME = lab.home)."""
+    yield from _server(tmp_path_factory, "lab")
+
+
+@pytest.fixture(scope="module")
+def notebook7(tmp_path_factory):
+    """Notebook 7 (`python -m notebook`, the same flags) and its own tunedeck service."""
+    pytest.importorskip("notebook", minversion="7", reason="Notebook 7 is not installed (pip install 'notebook>=7')")
+    yield from _server(tmp_path_factory, "notebook")
 
 
 @pytest.fixture(scope="module")

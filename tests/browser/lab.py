@@ -1,8 +1,11 @@
-"""JupyterLab in a temp folder, driven by headless Chromium — as /work/shared/browser-testing.md shows.
+"""JupyterLab (or Notebook 7) in a temp folder, driven by headless Chromium — as
+/work/shared/browser-testing.md shows.
 
 Own config, settings and runtime dirs (a developer's settings never leak in), the news pop-up off, a
 token; ready when /api/status answers; stopped by PID. The page helpers wait on what JupyterLab shows
-(the status bar's "| Idle"), never on fixed sleeps.
+(the status bar's "| Idle"), never on fixed sleeps. ``JupyterLab(..., app="notebook")`` starts Notebook 7
+with the same flags (it is a jupyter_server app built from JupyterLab's parts): its notebooks open at
+/notebooks/<name>, and it has no status bar (test_notebook7.py has its own page helpers).
 """
 
 from __future__ import annotations
@@ -32,15 +35,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+APPS = {"lab": "jupyterlab", "notebook": "notebook"}  # app -> the module `python -m` starts
+
+
 class JupyterLab:
-    def __init__(self, root: Path, env: dict[str, str], unset: tuple[str, ...] = ()):
+    def __init__(self, root: Path, env: dict[str, str], unset: tuple[str, ...] = (), app: str = "lab"):
         self.root = root
         self.unset = unset
+        self.app = app
+        self.module = APPS[app]
         self.port = free_port()
         self.token = secrets.token_hex(16)
         self.env = env
         self.proc: subprocess.Popen | None = None
-        self.log_path = root.parent / "jupyterlab.log"
+        self.log_path = root.parent / f"{self.module}.log"
 
     @property
     def url(self) -> str:
@@ -56,7 +64,7 @@ class JupyterLab:
                "JUPYTER_CONFIG_DIR": str(conf / "config"), "JUPYTERLAB_SETTINGS_DIR": str(settings),
                "JUPYTER_RUNTIME_DIR": str(conf / "runtime"), "JUPYTERLAB_WORKSPACES_DIR": str(conf / "workspaces")}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
+            [sys.executable, "-m", self.module, "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
              f"--port={self.port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={self.token}",
              f"--ServerApp.root_dir={self.root}"],
             stdout=open(self.log_path, "wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=self.root,
@@ -64,19 +72,21 @@ class JupyterLab:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"jupyter lab exited:\n{self.log_path.read_text()[-3000:]}")
+                raise RuntimeError(f"{self.module} exited:\n{self.log_path.read_text()[-3000:]}")
             try:
                 if self.api("GET", "/api/status").ok:
                     return self
             except requests.RequestException:
                 pass
             time.sleep(0.3)
-        raise TimeoutError(f"jupyter lab did not answer in {timeout} s:\n{self.log_path.read_text()[-3000:]}")
+        raise TimeoutError(f"{self.module} did not answer in {timeout} s:\n{self.log_path.read_text()[-3000:]}")
 
     def api(self, method: str, path: str, **kwargs) -> requests.Response:
         return requests.request(method, self.url + path, headers={"Authorization": f"token {self.token}"}, timeout=10, **kwargs)
 
     def notebook_url(self, name: str) -> str:
+        if self.app == "notebook":
+            return f"{self.url}/notebooks/{name}?token={self.token}"
         return f"{self.url}/lab/tree/{name}?token={self.token}&reset"
 
     def stop(self) -> None:
