@@ -119,8 +119,8 @@ def test_live_views_in_notebook7_and_their_snapshots_once_reopened(notebook7, pa
     page.wait_for_function("() => [...document.querySelectorAll('.tunedeck-fallback')].filter(e => e.offsetParent).length === 2",
                            timeout=30_000)
     # Notebook 7 did give up on the models (its error text is in the page), but nobody sees it
-    page.wait_for_function("() => [...document.querySelectorAll('.jp-OutputArea-output')].some(e => e.textContent.includes('model not found'))",
-                           timeout=30_000)
+    page.wait_for_function("() => [...document.querySelectorAll('.jp-OutputArea-output')]"
+                           ".some(e => e.textContent.includes('model not found'))", timeout=30_000)
     assert visible_texts(page, "model not found") == []
     assert visible_texts(page, "Error displaying widget") == []
     assert page.locator(".td-monitor").count() == 0 and page.locator(".td-runs").count() == 0
