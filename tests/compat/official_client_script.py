@@ -2,7 +2,7 @@
 tunedeck service; run by tests/compat/test_official_client.py with the official client's own venv
 (.venv-genai/bin/python), never imported by the test suite.
 
-    DATABRICKS_HOST=<service url> DATABRICKS_TOKEN=<token> python official_client_script.py TRAIN_PATH OUT.json
+    DATABRICKS_HOST=<service url> DATABRICKS_TOKEN=<token> python official_client_script.py TRAIN_PATH OUT.json TABLE
 
 Writes what each call answered to OUT.json (the test asserts on it); a call that raises is recorded
 as {"error": <type>, "message": <str>} so the test can say which call failed and how.
@@ -20,7 +20,8 @@ from databricks.model_training import foundation_model as fm
 from databricks.model_training.types import TrainingRun
 from databricks.model_training.types.run_status import RunStatus
 
-TRAIN_PATH, OUT = sys.argv[1], sys.argv[2]
+TRAIN_PATH, OUT, TABLE = sys.argv[1], sys.argv[2], sys.argv[3]  # TABLE: <catalog>.<schema>.<table>, the same rows
+LOCAL_CLUSTER = "tunedeck-local"  # the one cluster tunedeck lists: its own data preparation
 results: dict = {}
 
 
@@ -50,7 +51,7 @@ def describe(run: TrainingRun) -> dict:
         "created_at": run.created_at, "started_at": run.started_at, "completed_at": run.completed_at,
         "events": None if run.events is None else [e.type for e in run.events],
         "submitted_config_model": None if run.submitted_config is None else run.submitted_config.model,
-        "custom_weights_path": run.custom_weights_path,
+        "custom_weights_path": run.custom_weights_path, "data_prep_cluster_id": run.data_prep_cluster_id,
     }
 
 
@@ -88,6 +89,43 @@ if checkpoints:
     # folders (a knowing difference), so the client refuses the ep#-ba# path before any run exists
     record("create_from_checkpoint_validated", lambda: fm.create(
         train_data_path=TRAIN_PATH, training_duration="2ba", custom_weights_path=last, **common))
+
+# a Unity Catalog table as training data, with the client's defaults (validate_inputs=True): it asks the
+# Unity Catalog tables API for the table and the Clusters API (list, get) for data_prep_cluster_id, then
+# (in every create naming a cluster) clusters/get for its runtime version; a short run, followed to its end
+record("create_table_missing", lambda: fm.create(
+    train_data_path=TABLE.rsplit(".", 1)[0] + ".no_such_table", training_duration="2ba",
+    data_prep_cluster_id=LOCAL_CLUSTER, **common))
+record("create_table_unknown_cluster", lambda: fm.create(
+    train_data_path=TABLE, training_duration="2ba", data_prep_cluster_id="0601-182128-dcbte59m", **common))
+record("create_table_without_cluster", lambda: fm.create(train_data_path=TABLE, training_duration="2ba", **common))
+# hosted code's own cluster id fails even unvalidated: the client asks clusters/get for its runtime version
+record("create_table_unknown_cluster_unvalidated", lambda: fm.create(
+    train_data_path=TABLE, training_duration="2ba", data_prep_cluster_id="0601-182128-dcbte59m",
+    validate_inputs=False, **common))
+table_run = record("create_table", lambda: fm.create(
+    train_data_path=TABLE, training_duration="2ba", data_prep_cluster_id=LOCAL_CLUSTER, **common))
+if table_run is not None:
+    record("table_events_follow", lambda: [e.type for e in fm.get_events(table_run, follow=True)])
+    record("get_table_run", lambda: fm.get(table_run.name))
+
+
+def sdk_answers():
+    """What databricks-sdk itself parses from the two APIs (the client reads it through these)."""
+    from databricks.sdk import WorkspaceClient
+
+    w = WorkspaceClient()
+    table = w.tables.get(TABLE)
+    cluster = w.clusters.get(cluster_id=LOCAL_CLUSTER)
+    return {"table": {"full_name": table.full_name, "table_type": table.table_type.value,
+                      "data_source_format": table.data_source_format.value, "storage_location": table.storage_location,
+                      "columns": [[c.name, c.type_name.value, c.type_text] for c in table.columns or []]},
+            "clusters": [c.cluster_id for c in w.clusters.list()],
+            "cluster": {"state": cluster.state.value, "data_security_mode": cluster.data_security_mode.value,
+                        "spark_version": cluster.spark_version}}
+
+
+record("sdk_answers", sdk_answers)
 
 # a second run, from the last step's checkpoint get_checkpoints returned, to cancel while it trains
 long_run = record("create_second", lambda: fm.create(

@@ -28,21 +28,29 @@ GENAI_PYTHON = ROOT / ".venv-genai" / "bin" / "python"
 BUILD = "make .venv-genai/.installed  (python3 -m venv .venv-genai && .venv-genai/bin/pip install databricks-genai==1.1.8)"
 SCRIPT = Path(__file__).with_name("official_client_script.py")
 VOLUME_PATH = "/Volumes/main/compat/data/train.jsonl"  # the client's form; dbfs:/Volumes/... the same
+TABLE = "main.compat.train"  # the same rows as a Delta table under TUNEDECK_TABLES
 
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
-    """A real service whose models folder holds the tiny model, with the training data in a volume."""
+    """A real service whose models folder holds the tiny model, with the training data in a volume and
+    in a Delta table."""
+    import deltalake
+    import pyarrow as pa
+
     from tunedeck.training.tiny import build_tiny_model
 
     tmp = tmp_path_factory.mktemp("compat")
     home = tmp / "home"
-    saved = {k: os.environ.get(k) for k in (*ISOLATED_ENV, "TUNEDECK_HOME", "HF_HUB_OFFLINE")}
+    saved = {k: os.environ.get(k) for k in {*ISOLATED_ENV, "TUNEDECK_HOME", "HF_HUB_OFFLINE", "TUNEDECK_TABLES"}}
     for var in ISOLATED_ENV:
         os.environ.pop(var, None)
-    os.environ.update(TUNEDECK_HOME=str(home), HF_HUB_OFFLINE="1", TUNEDECK_VOLUMES=str(tmp / "volumes"))
+    os.environ.update(TUNEDECK_HOME=str(home), HF_HUB_OFFLINE="1", TUNEDECK_VOLUMES=str(tmp / "volumes"),
+                      TUNEDECK_TABLES=str(tmp / "tables"))
     build_tiny_model(home / "models" / "tiny", [t for p in PAIRS for t in p])
     write_jsonl(tmp / "volumes" / VOLUME_PATH.removeprefix("/Volumes/"), [{"prompt": p, "response": r} for p, r in PAIRS])
+    deltalake.write_deltalake(str(tmp / "tables" / TABLE.replace(".", "/")),
+                              pa.Table.from_pylist([{"prompt": p, "response": r} for p, r in PAIRS]))
     svc = ServiceProcess(home)
     try:
         yield svc
@@ -78,7 +86,7 @@ def answers(service, genai, tmp_path_factory) -> dict:
         "MLFLOW_TRACKING_URI": "databricks",  # get_checkpoints() lists through MLflow's default tracking URI
         "PYTHONUNBUFFERED": "1",
     }
-    proc = subprocess.run([str(genai), str(SCRIPT), f"dbfs:{VOLUME_PATH}", str(out)], env=env,
+    proc = subprocess.run([str(genai), str(SCRIPT), f"dbfs:{VOLUME_PATH}", str(out), TABLE], env=env,
                           capture_output=True, text=True, timeout=540)
     assert out.exists(), f"the client script wrote nothing (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     result = json.loads(out.read_text())
@@ -174,6 +182,48 @@ def test_create_from_a_returned_checkpoint_path(answers, service):
     assert ok(answers, "cancel_third") == 1 and ok(answers, "get_third")["status"] == "STOPPED"
 
 
+def test_create_from_a_unity_catalog_table_with_the_clients_checks(answers, service):
+    """validate_inputs=True with a table: the client asks the Unity Catalog tables API for it and the
+    Clusters API for data_prep_cluster_id (listed, data security mode, runtime version), answered from
+    the catalog root and tunedeck's one cluster, its own data preparation (service/data_prep.py); the
+    run records the cluster id, reads the table at the version create() accepted, and completes."""
+    run = ok(answers, "create_table")
+    assert run["train_data_path"] == TABLE and run["data_prep_cluster_id"] == "tunedeck-local"
+    assert ok(answers, "table_events_follow")[-1] == "COMPLETED"
+    done = ok(answers, "get_table_run")
+    assert done["status"] == "COMPLETED" and done["data_prep_cluster_id"] == "tunedeck-local"
+    record = service.run(run["name"])
+    assert record["train_data_path"] == TABLE and record["data_prep_cluster_id"] == "tunedeck-local"
+    assert record["registered_model_version"]
+    versions = json.loads((service.home / "runs" / run["name"] / "data_versions.json").read_text())
+    assert versions == {"train_data": 0}  # the table's one version, pinned when create() accepted it
+
+    parsed = ok(answers, "sdk_answers")  # what databricks-sdk itself made of the answers
+    assert parsed["table"]["full_name"] == TABLE and parsed["table"]["data_source_format"] == "DELTA"
+    folder = service.home.parent / "tables" / "main" / "compat" / "train"
+    assert parsed["table"]["storage_location"] == folder.resolve().as_uri()
+    assert parsed["table"]["columns"] == [["prompt", "STRING", "string"], ["response", "STRING", "string"]]
+    assert parsed["clusters"] == ["tunedeck-local"]
+    assert parsed["cluster"]["state"] == "RUNNING" and parsed["cluster"]["data_security_mode"] == "SINGLE_USER"
+
+
+def test_a_missing_table_or_an_unknown_cluster_is_the_clients_own_refusal(answers, service):
+    missing = failed(answers, "create_table_missing")
+    assert missing["error"] == "ValidationError"
+    assert missing["message"] == 'Could not find table "main.compat.no_such_table" for input "train_data_path"'
+    cluster = failed(answers, "create_table_unknown_cluster")
+    assert cluster["error"] == "ValidationError"
+    assert cluster["message"].startswith("You do not have access to the cluster you provided: 0601-182128-dcbte59m")
+    without = failed(answers, "create_table_without_cluster")
+    assert without["error"] == "ValidationError" and "requires specifying a data_prep_cluster_id" in without["message"]
+    # validate_inputs=False still asks clusters/get for a named cluster's runtime version (is_cluster_sql):
+    # Databricks' "Cluster ... does not exist", which databricks-sdk raises as ResourceDoesNotExist
+    unvalidated = failed(answers, "create_table_unknown_cluster_unvalidated")
+    assert unvalidated["error"] == "ResourceDoesNotExist" and "0601-182128-dcbte59m" in unvalidated["message"]
+    names = [r["name"] for r in service.api("GET", "/api/runs")["runs"]]
+    assert len(names) == 4  # none of the refused creates made a run
+
+
 def test_cancel_stops_a_training_run_and_a_second_cancel_finds_nothing(answers, service):
     second = ok(answers, "create_second")  # the model the first run registered exists: owner, permissions
     assert second["register_to"] == "main.compat.tiny"
@@ -188,17 +238,18 @@ def test_cancel_stops_a_training_run_and_a_second_cancel_finds_nothing(answers, 
 
 def test_list_with_each_filter(answers):
     first, second = ok(answers, "create")["name"], ok(answers, "create_second")["name"]
-    third = ok(answers, "create_from_latest_validated")["name"]
-    assert ok(answers, "list_all") == [third, second, first]  # newest first
+    table, third = ok(answers, "create_table")["name"], ok(answers, "create_from_latest_validated")["name"]
+    every = [third, second, table, first]
+    assert ok(answers, "list_all") == every  # newest first
     assert ok(answers, "list_by_name") == [first]
-    assert ok(answers, "list_by_status") == [first]
+    assert ok(answers, "list_by_status") == [table, first]
     assert ok(answers, "list_by_status_str") == [third, second]
     assert ok(answers, "list_by_experiment") == [first]  # each run has its own experiment
-    assert ok(answers, "list_by_user") == [third, second, first]
+    assert ok(answers, "list_by_user") == every
     assert ok(answers, "list_by_other_user") == []
     assert ok(answers, "list_before_2000") == []
-    assert ok(answers, "list_after_yesterday") == [third, second, first]
-    assert ok(answers, "list_without_details") == [[third, None], [second, None], [first, None]]  # none asked, none sent
+    assert ok(answers, "list_after_yesterday") == every
+    assert ok(answers, "list_without_details") == [[name, None] for name in every]  # none asked, none sent
     pages = ok(answers, "list_pages")
     assert pages == {"first": [third], "first_has_next": True, "second": [second], "second_has_next": True}
 

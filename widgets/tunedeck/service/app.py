@@ -26,6 +26,7 @@ from tunedeck import config
 from tunedeck.errors import InvalidInputError, Problem, RunNotFoundError
 from tunedeck.inputs.validate import RunRequest
 from tunedeck.service.core import RunService
+from tunedeck.service.data_prep import data_prep_router
 from tunedeck.service.databricks_mlflow import DatabricksMlflow
 from tunedeck.service.estimate import estimate_router
 from tunedeck.service.generate import Generator, GeneratorBusyError, helper_request
@@ -256,6 +257,7 @@ def create_app(service: RunService, token: str, home: Path) -> FastAPI:
     app.include_router(estimate_router(service))  # POST /api/estimate, PUT/GET /api/runs/{name}/estimate
     app.include_router(graphql_router(service))  # the official client's protocol (GraphQL, SCIM Me): service/graphql_api.py
     app.include_router(unity_catalog_router(mlflow_server))  # the client's register_to checks: service/unity_catalog.py
+    app.include_router(data_prep_router())  # the client's table and data_prep_cluster_id checks: service/data_prep.py
     return app
 
 
