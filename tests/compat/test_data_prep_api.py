@@ -127,3 +127,16 @@ def test_the_one_cluster_is_the_services_own_data_preparation(api, version):
     # databricks-sdk's override turns exactly this into ResourceDoesNotExist
     assert re.search(r"Cluster .* does not exist", unknown.json()["message"])
     assert client.get(f"/api/{version}/clusters/get").status_code == 400
+
+
+def test_cluster_ids_named_by_hosted_code_can_be_the_same_cluster(api, monkeypatch):
+    """TUNEDECK_CLUSTER_IDS: the ids hosted code names answer as the service's own data preparation."""
+    client, _ = api
+    hosted = "0601-182938-abcd1234"
+    assert client.get("/api/2.1/clusters/get", params={"cluster_id": hosted}).status_code == 400
+    monkeypatch.setenv("TUNEDECK_CLUSTER_IDS", f" {hosted}, {LOCAL_CLUSTER_ID} ,")
+    cluster = client.get("/api/2.1/clusters/get", params={"cluster_id": hosted}).json()
+    assert cluster["cluster_id"] == hosted and cluster["state"] == "RUNNING"
+    listed = [c["cluster_id"] for c in client.get("/api/2.1/clusters/list").json()["clusters"]]
+    assert listed == [LOCAL_CLUSTER_ID, hosted]
+    assert client.get("/api/2.1/clusters/get", params={"cluster_id": "other"}).status_code == 400

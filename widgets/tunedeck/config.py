@@ -43,6 +43,12 @@ def tables_root() -> Path:
     return Path(os.environ.get("TUNEDECK_TABLES") or home() / "tables").expanduser()
 
 
+def cluster_ids() -> tuple[str, ...]:
+    """Cluster ids the service answers as its own data preparation besides ``tunedeck-local``
+    (TUNEDECK_CLUSTER_IDS, comma-separated): the ids hosted code names, so it runs unchanged."""
+    return tuple(part.strip() for part in os.environ.get("TUNEDECK_CLUSTER_IDS", "").split(",") if part.strip())
+
+
 def runs_root() -> Path:
     return home() / "runs"
 

@@ -36,7 +36,9 @@ that stands for the service's own data preparation: ``RUNNING`` while the servic
 when the service started, owned by and assigned to the local user (``SINGLE_USER``: only the token
 holder uses the service, under that OS user), no workers. So
 ``data_prep_cluster_id="tunedeck-local"`` passes the client's checks and is recorded with the run
-(``dataPrepConfig.clusterId``), while any other id gets the client's own refusal: it is not listed,
+(``dataPrepConfig.clusterId``). Code written for the hosted service names its real cluster id, which the
+client asks about even with ``validate_inputs=False``: ``TUNEDECK_CLUSTER_IDS`` (comma-separated) gives
+the same cluster those ids too, so that code runs unchanged. Any other id gets the client's own refusal: it is not listed,
 and ``clusters/get`` answers Databricks' ``400 INVALID_PARAMETER_VALUE "Cluster <id> does not
 exist"`` (which the SDK turns into ``ResourceDoesNotExist``). The one field that cannot be true is
 ``spark_version``: there is no Spark, and no runtime. The client refuses any cluster without a runtime
@@ -215,13 +217,14 @@ def table_info(full_name: str) -> dict[str, Any]:
     return {k: v for k, v in info.items() if v is not None}
 
 
-def local_cluster(started_at_ms: int) -> dict[str, Any]:
-    """The one cluster there is: the service's own data preparation (see the module's docstring)."""
+def local_cluster(started_at_ms: int, cluster_id: str = LOCAL_CLUSTER_ID) -> dict[str, Any]:
+    """The one cluster there is: the service's own data preparation (see the module's docstring), under
+    its own id or one TUNEDECK_CLUSTER_IDS gives it."""
     import getpass
 
     user = getpass.getuser()
     return {
-        "cluster_id": LOCAL_CLUSTER_ID,
+        "cluster_id": cluster_id,
         "cluster_name": "tunedeck data preparation (inside the service: no Spark)",
         "state": "RUNNING",
         "state_message": "",
@@ -261,13 +264,14 @@ def data_prep_router() -> APIRouter:
     def get_cluster(cluster_id: str | None = None) -> Response:
         if not cluster_id:
             return _error(400, "INVALID_PARAMETER_VALUE", "Missing required field: cluster_id")
-        if cluster_id != LOCAL_CLUSTER_ID:
+        if cluster_id != LOCAL_CLUSTER_ID and cluster_id not in config.cluster_ids():
             return _error(400, "INVALID_PARAMETER_VALUE", f"Cluster {cluster_id} does not exist (tunedeck prepares "
-                          f"data itself: its one cluster is {LOCAL_CLUSTER_ID!r})")
-        return JSONResponse(local_cluster(started_at_ms))
+                          f"data itself: its one cluster is {LOCAL_CLUSTER_ID!r}; TUNEDECK_CLUSTER_IDS names more ids for it)")
+        return JSONResponse(local_cluster(started_at_ms, cluster_id))
 
     def list_clusters() -> Response:
-        return JSONResponse({"clusters": [local_cluster(started_at_ms)]})
+        ids = dict.fromkeys((LOCAL_CLUSTER_ID, *config.cluster_ids()))
+        return JSONResponse({"clusters": [local_cluster(started_at_ms, i) for i in ids]})
 
     for version in ("2.0", "2.1"):  # databricks-sdk 0.42 asks 2.1; older clients and the CLI 2.0
         router.add_api_route(f"/api/{version}/clusters/get", get_cluster, methods=["GET"])
