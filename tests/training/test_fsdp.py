@@ -118,23 +118,26 @@ def test_two_sharded_processes_train_like_one(tmp_path, tiny_model, single, monk
 
 
 def test_a_sharded_run_continues_at_one_process_and_back(tmp_path, tiny_model, single, monkeypatch):
-    """Saved at 2 FSDP ranks, resumed at 1; saved at 1, resumed at 2 FSDP ranks: the continued steps'
-    losses are the uninterrupted run's."""
+    """Saved at 2 FSDP ranks (a resume snapshot), resumed at 1; saved at 1 (a checkpoint), resumed at
+    2 FSDP ranks: the continued steps' losses are the uninterrupted run's."""
     monkeypatch.setenv(SHARDING, "fsdp")
 
-    # 2 -> 1: a 2-rank run cancelled after its step-6 checkpoint, continued in one process
+    # 2 -> 1: a 2-rank run taking a resume snapshot after every step (sharded too), cancelled once
+    # step 8 is reported (so step 7's snapshot is whole), continued in one process from that snapshot
     spec = _spec(tmp_path, tiny_model, "two-then-one")
+    spec.resume_every_seconds = 0.01
+    spec.save(Path(spec.run_dir) / "spec.json")
     run = Launched(spec.run_dir, 2)
     deadline = time.monotonic() + 240
-    while 7 not in run.losses() and run.exit is None and time.monotonic() < deadline:
+    while 8 not in run.losses() and run.exit is None and time.monotonic() < deadline:
         time.sleep(0.05)
     run.worker.cancel()
     assert run.wait(30).cancelled, run.log()
     point = latest_resume_point(spec.run_dir)
     assert point is not None and (point / OPTIMIZER_DCP / ".metadata").is_file(), run.log()
     done = resume_info(point)["step"]
-    assert 6 <= done < 20
-    spec.resume_from = str(point)
+    assert 7 <= done < 20 and (point.name == "resume" or done in (12, 15)), point
+    spec.resume_from, spec.resume_every_seconds = str(point), None
     spec.save(Path(spec.run_dir) / "spec.json")
     result, reports = run_in_process(spec)
     again = train_losses(reports)

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -193,10 +194,13 @@ def load_optimizer(model: torch.nn.Module, root: Any, optimizer: torch.optim.Opt
     from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, set_optimizer_state_dict
 
     module = root if root is not None else LossOf(model)  # the same parameter names as when it was saved
+    single = not torch.distributed.is_initialized()
     try:
-        state = {"optimizer": get_optimizer_state_dict(module, optimizer)}
-        dcp.load(state, checkpoint_id=str(folder), no_dist=not torch.distributed.is_initialized())
-        set_optimizer_state_dict(module, optimizer, state["optimizer"])
+        with warnings.catch_warnings():  # one process reads every shard: what DCP warns it assumes
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+            state = {"optimizer": get_optimizer_state_dict(module, optimizer)}
+            dcp.load(state, checkpoint_id=str(folder), no_dist=single)
+            set_optimizer_state_dict(module, optimizer, state["optimizer"])
     except Exception as error:  # missing, truncated, or another model's state
         raise TrainingFailure(
             f"resume_from: cannot read the optimizer state in {folder} ({type(error).__name__}: "
