@@ -20,6 +20,9 @@ path on the service and on every Ray worker).
   next safe point exactly as a local worker does on SIGTERM (the train loop runs in a thread of Ray's
   worker process, where no signal handler can be installed). If the driver is killed instead, Ray ends
   the job's workers with it (they are not detached).
+- **One rank gives up** (fails, or stops first) while others wait for it in a collective: as torchrun
+  ends the other ranks, the driver aborts the job through Ray Train (``RankWatch``); the run fails with
+  that rank's reason (or stops).
 - **A lost Ray worker**: Ray Train restarts the worker group (``FailureConfig(max_failures=K)``, K =
   ``TUNEDECK_AUTORESUME``) and every rank resumes from the run's latest resume point (checkpoint or
   timed snapshot), emitting ``TRAIN_RESUMED`` as a local resume does; the same MLflow run goes on.
@@ -49,7 +52,7 @@ from tunedeck.training.worker import EXIT_FAILED, EXIT_STOPPED, RESUME_LATEST, O
 log = logging.getLogger("tunedeck.ray")
 
 STOP_FILE = "ray-stop"  # written by the driver on SIGTERM; every rank stops when it appears
-RANKS_DIR = "ray-ranks"  # rank<R>.json: where each rank runs (pid, node), for the run's log and tests
+RANKS_DIR = "ray-ranks"  # rank<R>.json: where each rank runs (pid, node); rank<R>.exit: how its loop ended
 STOP_POLL_SECONDS = 0.2
 # What each rank needs of the service's environment (a Ray worker starts from the raylet's, not ours)
 ENV_PREFIXES = ("TUNEDECK_", "MLFLOW_", "HF_", "TRANSFORMERS_", "TOKENIZERS_", "TQDM_")
@@ -125,19 +128,70 @@ def drive(run_dir: Path, address: str, workers: int, max_failures: int, reporter
         ),
     )
     log.info("submitting %s to Ray Train: %d worker(s), %s", run_dir.name, workers, "GPUs" if use_gpu else "CPUs")
+    watch = RankWatch(run_dir, workers)
+    if workers > 1:
+        watch.start()
     try:
         result = trainer.fit()
     except TrainingFailedError as error:  # a worker group failed more than max_failures times
-        if stopping.is_set():
-            log.info("stopped on request; Ray said: %s", _first_line(error))
-            return EXIT_STOPPED
+        if stopping.is_set() or watch.aborted.is_set():
+            log.info("stopped; Ray said: %s", _first_line(error))
+            return EXIT_STOPPED if stopping.is_set() else EXIT_FAILED
         log.error("Ray Train gave up: %s", error)
         reporter.failure(f"the Ray Train job failed after {max_failures} restart(s): {_first_line(error)}")
         return EXIT_FAILED
+    except BaseException:  # Ray's SIGINT handler leaves fit() with SystemExit after the abort RankWatch asked for
+        if not watch.aborted.is_set():
+            raise
+        log.info("the job was aborted after a rank gave up")
+        return EXIT_STOPPED if stopping.is_set() else EXIT_FAILED
+    finally:
+        watch.done.set()
     value = getattr(result, "return_value", None)  # (ray.train.Result is typed as V1's, which has none)
     if isinstance(value, int):
         return value
     return EXIT_STOPPED if stopping.is_set() else EXIT_FAILED
+
+
+class RankWatch(threading.Thread):
+    """Ends the job when one rank of several has given up (failed or stopped) and the others have not
+    followed within ``grace`` seconds: they wait in a collective for it, and unlike torchrun's ranks
+    a Ray Train worker's process outlives its train loop, so nothing would wake them. The abort is
+    Ray Train's own (the SIGINT handler ``fit()`` installs: the controller aborts the worker group); the
+    failing rank's reason is in the journal already."""
+
+    def __init__(self, run_dir: Path, workers: int, grace: float = 3.0):
+        super().__init__(name="tunedeck-ray-ranks", daemon=True)
+        self.folder = run_dir / RANKS_DIR
+        self.workers = workers
+        self.grace = grace
+        self.aborted = threading.Event()
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        since: float | None = None
+        while not self.done.wait(STOP_POLL_SECONDS):
+            codes = rank_exits(self.folder)
+            if len(codes) < self.workers and any(code != 0 for code in codes.values()):
+                since = since or time.monotonic()
+                if time.monotonic() - since >= self.grace:
+                    log.warning("rank(s) %s ended (%s); ending the others", sorted(codes), codes)
+                    self.aborted.set()
+                    os.kill(os.getpid(), signal.SIGINT)
+                    return
+            else:
+                since = None
+
+
+def rank_exits(folder: Path) -> dict[int, int]:
+    """The exit code of each rank whose train loop has returned in this attempt."""
+    codes = {}
+    for path in folder.glob("rank*.exit"):
+        try:
+            codes[int(path.stem.removeprefix("rank"))] = int(path.read_text())
+        except (OSError, ValueError):
+            continue
+    return codes
 
 
 def _first_line(error: BaseException) -> str:
@@ -162,6 +216,8 @@ def train_loop(config: dict[str, Any]) -> int:
     quiet_libraries()
     ranks = run_dir / RANKS_DIR
     ranks.mkdir(exist_ok=True)
+    exit_file = ranks / f"rank{rank}.exit"  # written when this attempt's loop ends (RankWatch)
+    exit_file.unlink(missing_ok=True)
     (ranks / f"rank{rank}.json").write_text(json.dumps({"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id()}))
     log.info("rank %d of %d on Ray worker pid %d", rank, world_size, os.getpid())
     _use_ray_device()
@@ -169,15 +225,16 @@ def train_loop(config: dict[str, Any]) -> int:
     reporter = (Reporter(journal_fd=os.open(journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)) if journal
                 else Reporter(sys.stderr)).for_rank(rank, world_size)
     stop = ThreadStop()
-    watch = threading.Thread(target=stop.watch, args=(run_dir / STOP_FILE,), name="tunedeck-ray-stop", daemon=True)
-    watch.start()
     try:
         try:
-            return train(run_dir, reporter, stop, watch_owner=False, prepare=lambda spec: _resume_latest(spec, journal))
+            threading.Thread(target=stop.watch, args=(run_dir / STOP_FILE,), name="tunedeck-ray-stop", daemon=True).start()
+            code = train(run_dir, reporter, stop, watch_owner=False, prepare=lambda spec: _resume_latest(spec, journal))
         finally:
             stop.leave()
-    except StopRequested:  # delivered just as train() returned
-        return EXIT_STOPPED
+    except StopRequested:  # delivered before train() began or just as it returned: never an error for Ray to retry
+        code = EXIT_STOPPED
+    exit_file.write_text(str(code))
+    return code
 
 
 def _use_ray_device() -> None:
