@@ -54,8 +54,12 @@ def test_an_estimate_answers_pending_while_the_probe_measures_and_the_next_one_g
     assert answer["ok"], answer
     assert answer["tokens_per_second"] == probe.answer["probe"]["tokens_per_second"]
     assert answer["throughput_source"] == "probe" and answer["total_steps"] == 3
+    assert answer["probe_seconds"] == probe.answer["probe"]["probe_seconds"]  # the pending estimate's probe, said so
+    assert "probe took" in answer["message"]
     assert estimator._probe is None  # taken: no second probe was started
     assert len(json.loads((home / CACHE_FILE).read_text())["entries"]) == 1
+    cached = estimator.estimate(_request(tmp_path))
+    assert cached["ok"] and cached["probe_seconds"] is None and "cached" in cached["message"]
 
 
 def test_a_probe_past_its_own_timeout_is_stopped_and_named(service, tmp_path, monkeypatch):

@@ -147,8 +147,8 @@ class EstimateCache:
 class _Probe:
     """One throughput probe, asked of the helper from a thread of its own; ``answer`` once ``done``."""
 
-    def __init__(self, model: str, measure: Callable[[], dict[str, Any]]):
-        self.model = model
+    def __init__(self, key: str, model: str, measure: Callable[[], dict[str, Any]]):
+        self.key, self.model = key, model
         self.started = time.monotonic()
         self.answer: dict[str, Any] = {}
         self.done = threading.Event()
@@ -184,7 +184,7 @@ class Estimator:
                 spec.model_name, Path(spec.model_path) / spec.model_gguf_file, spec.model_cache_dir)
             if waiting is not None:
                 return waiting
-        _, waiting = self._wait_for_probe()  # an earlier estimate's probe still measuring: the helper is busy
+        earlier, waiting = self._wait_for_probe()  # an earlier estimate's probe still measuring: the helper is busy
         if waiting is not None:
             return waiting
         self.learn()
@@ -199,12 +199,14 @@ class Estimator:
             with self._probe_lock:
                 if self._probe is None:
                     request = {"kind": "estimate", "spec": spec.to_dict(), "probe": True}
-                    self._probe = _Probe(spec.model_name, lambda: self._measure(key, request))
+                    self._probe = _Probe(key, spec.model_name, lambda: self._measure(key, request))
             probe, waiting = self._wait_for_probe()
             if waiting is not None:
                 return waiting
             if probe is not None and probe.answer.get("probe"):
                 probed = probe.answer["probe"]
+        elif earlier is not None and earlier.key == key and earlier.answer.get("probe"):
+            probed = earlier.answer["probe"]  # the probe an earlier (pending) estimate of this run started
         entry = self.cache.entry(key)
         if not entry or not entry.get("tokens_per_second"):
             return _refused([Problem("model", "no throughput measured for this model on this machine yet: estimate again")])
