@@ -105,7 +105,10 @@ def save_checkpoint(
     if not prepared:
         shutil.rmtree(tmp, ignore_errors=True)
     created = datetime.now(timezone.utc).isoformat()
-    save_hf(model, tokenizer, tmp, weights)
+    if weights is None:
+        save_hf(model, tokenizer, tmp)
+    else:  # a sharded run's weights, gathered whole on this rank
+        save_hf(model, tokenizer, tmp, weights)
     info = SavedCheckpoint(name, final, epoch, batch, step, created)
     info_json = {"epoch": epoch, "batch": batch, "step": step, "created_at": created, **(extra or {})}
     if state is not None:

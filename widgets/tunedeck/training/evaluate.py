@@ -48,18 +48,26 @@ def eval_loss(
 
 @torch.no_grad()
 def generate(
-    model: Any, tokenizer: Any, prompts: list[str], task_type: str, device: Device, stop: StopSignal | None = None
+    model: Any, tokenizer: Any, prompts: list[str], task_type: str, device: Device, stop: StopSignal | None = None,
+    world: Any = None,
 ) -> list[dict[str, str]]:
     """One sampled completion per prompt, as the reference does at every checkpoint.
 
     Sampling runs on a forked RNG, so it never shifts the training's random stream: a run resumed
     from a checkpoint draws the same numbers as one that went on without stopping.
+
+    ``world`` (a sharded run's, training/sharding.py): every rank generates, and each new token's
+    forward needs every rank, so the ranks must stop together. They draw the same tokens (same weights,
+    same random state), and to be sure they also agree after each token whether to stop: the end of
+    the sequence (or a stop request) on any rank ends the generation on all.
     """
     stop = stop or StopSignal()
     was_training = model.training
     model.eval()
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     cuda = [device.device.index or 0] if device.device.type == "cuda" else []
+    together = world is not None and world.enabled
+    criteria: list[StoppingCriteria] = [_Agreed(stop, world, tokenizer.eos_token_id)] if together else [_Stopped(stop)]
     out = []
     try:
         with torch.random.fork_rng(devices=cuda):
@@ -71,9 +79,9 @@ def generate(
                         input_ids=ids,
                         attention_mask=torch.ones_like(ids),
                         pad_token_id=pad,
-                        eos_token_id=tokenizer.eos_token_id,
+                        eos_token_id=None if together else tokenizer.eos_token_id,  # _Agreed decides then
                         use_cache=True,
-                        stopping_criteria=StoppingCriteriaList([_Stopped(stop)]),
+                        stopping_criteria=StoppingCriteriaList(criteria),
                         **GENERATION,
                     )
                 stop.check()  # a generation cut short by a stop request is not reported
@@ -92,3 +100,17 @@ class _Stopped(StoppingCriteria):
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
         return torch.full((input_ids.shape[0],), self.stop.requested, dtype=torch.bool, device=input_ids.device)
+
+
+class _Agreed(StoppingCriteria):
+    """The ranks of a sharded run stop together: at the end-of-sequence token or a stop request on any rank."""
+
+    def __init__(self, stop: StopSignal, world: Any, eos_token_id: int | None):
+        self.stop = stop
+        self.world = world
+        self.eos = eos_token_id
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
+        ended = self.eos is not None and bool((input_ids[:, -1] == self.eos).all())
+        done = self.world.max(float(ended or self.stop.requested)) > 0
+        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)

@@ -371,7 +371,7 @@ def run(spec: RunSpec, reporter: Reporter, stop: StopSignal | None = None) -> Re
                     stop.check()
                     with sharding.gathered(root):  # sharded: every rank computes, rank 0 reports
                         evaluate(model, tokenizer, spec, task, evals, eval_rows, pad_id, device, kind, saved, reporter,
-                                 tracker, attention.packed_mask, stop)
+                                 tracker, attention.packed_mask, stop, world if sharded else None)
                     progress.checkpoint_done(time.monotonic() - started)
                     world.barrier()
                 elif sharded and every > 0 and world.broadcast(
@@ -492,9 +492,10 @@ def distributed_step(
 def evaluate(
     model: Any, tokenizer: Any, spec: RunSpec, task: str, evals: Split | None, eval_rows: list,
     pad_id: int, device: Device, kind: str, saved: SavedCheckpoint, reporter: Reporter, tracker: Tracker,
-    packed_mask: PackedMask = "dense", stop: StopSignal | None = None,
+    packed_mask: PackedMask = "dense", stop: StopSignal | None = None, world: distributed.World | None = None,
 ) -> None:
-    """Eval loss on the eval data and generations for eval_prompts, at a checkpoint."""
+    """Eval loss on the eval data and generations for eval_prompts, at a checkpoint (``world``: a
+    sharded run's, whose ranks all compute them)."""
     if evals is not None:
         loss = eval_loss(model, eval_rows, MICRO_BATCH_TOKENS[kind], pad_id, device, packed_mask, stop)
         reporter.metrics(saved.step, {"eval/loss": loss})
@@ -504,7 +505,7 @@ def evaluate(
             step=saved.step, checkpoint=saved.name, eval_loss=loss,
         )
     if spec.eval_prompts:
-        generations = generate(model, tokenizer, spec.eval_prompts, task, device, stop)
+        generations = generate(model, tokenizer, spec.eval_prompts, task, device, stop, world)
         tracker.log_generations(saved.name, saved.step, generations)
         reporter.event(
             EventType.EVAL_GENERATIONS, f"{len(generations)} generation(s) at {saved.name}",
