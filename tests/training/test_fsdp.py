@@ -231,3 +231,53 @@ def test_auto_shards_when_replicas_do_not_fit_and_only_then(tmp_path, monkeypatc
     lora = fit_run(folder, **{**common, "adapter": parse_adapter("lora")}, sharding="auto")
     assert not lora.sharded  # LoRA never shards
     assert not fit_run(folder, sharding="auto", **{**common, "processes": 1}).sharded  # one process: nothing to shard
+
+
+ACTIVATION_CHECKPOINTING = '''
+import sys, torch
+from pathlib import Path
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from tunedeck.training import distributed, sharding
+from tunedeck.training.failures import StopSignal
+from tunedeck.training.models import Device
+from tunedeck.training.tokenize import Tokenized
+
+world = distributed.world_from_env()
+distributed.init(world)
+tokenizer = AutoTokenizer.from_pretrained(sys.argv[1])
+ids = tokenizer("What is the capital of France? Paris. Say hello. Hello there!")["input_ids"]
+results = []
+for checkpointing in (False, True):
+    model = AutoModelForCausalLM.from_pretrained(sys.argv[1], dtype=torch.float32)
+    model.config.use_cache = False
+    if checkpointing:  # what the recipe does when the memory plan asks for it, before sharding
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    root = sharding.shard(model)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    rows = [[Tokenized(ids, ids)] for _ in range(3)]
+    results.append([sharding.step(root, optimizer, rows, 512, 0, Device(torch.device("cpu"), None), StopSignal(),
+                                  "dense", world, 1.0) for _ in range(3)])
+if world.main:
+    print("RESULTS", results)
+distributed.close(world)
+'''
+
+
+def test_activation_checkpointing_under_fsdp_changes_nothing(tmp_path, tiny_model):
+    """The memory plan may turn activation checkpointing on (transformers' own, non-reentrant): under
+    FSDP it recomputes each layer in backward (all-gathering its weights again) to the same result."""
+    import ast
+    import subprocess
+    import sys
+
+    script = tmp_path / "checkpointing.py"
+    script.write_text(ACTIVATION_CHECKPOINTING)
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                           str(script), str(tiny_model)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    line = next(x for x in done.stdout.splitlines() if x.startswith("RESULTS"))
+    plain, recomputed = ast.literal_eval(line.removeprefix("RESULTS "))
+    assert plain[-1][0] < plain[0][0]  # it trains
+    for (loss_a, tokens_a, norm_a), (loss_b, tokens_b, norm_b) in zip(plain, recomputed, strict=True):
+        assert tokens_a == tokens_b and loss_b == pytest.approx(loss_a, rel=1e-6) and norm_b == pytest.approx(norm_a, rel=1e-5)
