@@ -20,9 +20,9 @@ path on the service and on every Ray worker).
   next safe point exactly as a local worker does on SIGTERM (the train loop runs in a thread of Ray's
   worker process, where no signal handler can be installed). If the driver is killed instead, Ray ends
   the job's workers with it (they are not detached).
-- **One rank gives up** (fails, or stops first) while others wait for it in a collective: as torchrun
-  ends the other ranks, the driver aborts the job through Ray Train (``RankWatch``); the run fails with
-  that rank's reason (or stops).
+- **One rank gives up** (fails, or stops first) while others, alive, wait for it in a collective: as
+  torchrun ends the other ranks, the driver aborts the job through Ray Train (``RankWatch``); the run
+  fails with that rank's reason (or stops). A lost rank (no heartbeat) is Ray Train's to restart.
 - **A lost Ray worker**: Ray Train restarts the worker group (``FailureConfig(max_failures=K)``, K =
   ``TUNEDECK_AUTORESUME``) and every rank resumes from the run's latest resume point (checkpoint or
   timed snapshot), emitting ``TRAIN_RESUMED`` as a local resume does; the same MLflow run goes on.
@@ -54,6 +54,7 @@ log = logging.getLogger("tunedeck.ray")
 STOP_FILE = "ray-stop"  # written by the driver on SIGTERM; every rank stops when it appears
 RANKS_DIR = "ray-ranks"  # rank<R>.json: where each rank runs (pid, node); rank<R>.exit: how its loop ended
 STOP_POLL_SECONDS = 0.2
+HEARTBEAT_SECONDS = 0.5  # each rank's rank<R>.alive is rewritten this often (RankWatch)
 # What each rank needs of the service's environment (a Ray worker starts from the raylet's, not ours)
 ENV_PREFIXES = ("TUNEDECK_", "MLFLOW_", "HF_", "TRANSFORMERS_", "TOKENIZERS_", "TQDM_")
 ENV_LEFT_OUT = ("TUNEDECK_JOURNAL", "TUNEDECK_RAY_ADDRESS", "TUNEDECK_TOKEN")
@@ -154,28 +155,50 @@ def drive(run_dir: Path, address: str, workers: int, max_failures: int, reporter
 
 
 class RankWatch(threading.Thread):
-    """Ends the job when one rank of several has given up (failed or stopped) and the others have not
-    followed within ``grace`` seconds: they wait in a collective for it, and unlike torchrun's ranks
-    a Ray Train worker's process outlives its train loop, so nothing would wake them. The abort is
+    """Ends the job when one rank of several has given up (failed or stopped) while the others, alive,
+    have not followed within ``grace`` seconds: they wait in a collective for it, and unlike torchrun's
+    ranks a Ray Train worker's process outlives its train loop, so nothing would wake them. The abort is
     Ray Train's own (the SIGINT handler ``fit()`` installs: the controller aborts the worker group); the
-    failing rank's reason is in the journal already."""
+    failing rank's reason is in the journal already.
 
-    def __init__(self, run_dir: Path, workers: int, grace: float = 3.0):
+    A rank is alive while its heartbeat (``rank<R>.alive``, rewritten every HEARTBEAT_SECONDS by the rank)
+    changes; one that stopped beating was lost (killed, its node gone): that is Ray Train's to handle
+    (it restarts the group), so the job is left alone. Changes are timed on this process's clock, so
+    the nodes' clocks need not agree."""
+
+    def __init__(self, run_dir: Path, workers: int, grace: float = 3.0, stale: float = 2.0):
         super().__init__(name="tunedeck-ray-ranks", daemon=True)
         self.folder = run_dir / RANKS_DIR
         self.workers = workers
         self.grace = grace
+        self.stale = stale
         self.aborted = threading.Event()
         self.done = threading.Event()
+        self._beats: dict[int, tuple[str, float]] = {}  # rank -> (last heartbeat seen, when it changed)
+
+    def _alive(self, rank: int, now: float) -> bool:
+        try:
+            beat = (self.folder / f"rank{rank}.alive").read_text()
+        except OSError:
+            return False
+        seen = self._beats.get(rank)
+        if seen is None or seen[0] != beat:
+            self._beats[rank] = (beat, now)
+            return seen is not None  # one reading is not yet a beat
+        return now - seen[1] < self.stale
 
     def run(self) -> None:
         since: float | None = None
         while not self.done.wait(STOP_POLL_SECONDS):
+            now = time.monotonic()
             codes = rank_exits(self.folder)
-            if len(codes) < self.workers and any(code != 0 for code in codes.values()):
-                since = since or time.monotonic()
-                if time.monotonic() - since >= self.grace:
-                    log.warning("rank(s) %s ended (%s); ending the others", sorted(codes), codes)
+            waiting = [r for r in range(self.workers) if r not in codes]
+            alive = [self._alive(r, now) for r in waiting]
+            if waiting and all(alive) and any(code != 0 for code in codes.values()):
+                since = since or now
+                if now - since >= self.grace:
+                    log.warning("rank(s) %s ended (%s) and rank(s) %s wait for them: ending the job",
+                                sorted(codes), codes, waiting)
                     self.aborted.set()
                     os.kill(os.getpid(), signal.SIGINT)
                     return
@@ -218,6 +241,9 @@ def train_loop(config: dict[str, Any]) -> int:
     ranks.mkdir(exist_ok=True)
     exit_file = ranks / f"rank{rank}.exit"  # written when this attempt's loop ends (RankWatch)
     exit_file.unlink(missing_ok=True)
+    beating = threading.Event()
+    threading.Thread(target=_heartbeat, args=(ranks / f"rank{rank}.alive", beating), name="tunedeck-ray-heartbeat",
+                     daemon=True).start()
     (ranks / f"rank{rank}.json").write_text(json.dumps({"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id()}))
     log.info("rank %d of %d on Ray worker pid %d", rank, world_size, os.getpid())
     _use_ray_device()
@@ -234,7 +260,20 @@ def train_loop(config: dict[str, Any]) -> int:
     except StopRequested:  # delivered before train() began or just as it returned: never an error for Ray to retry
         code = EXIT_STOPPED
     exit_file.write_text(str(code))
+    beating.set()
     return code
+
+
+def _heartbeat(path: Path, done: threading.Event) -> None:
+    """Rewrite ``path`` every HEARTBEAT_SECONDS until ``done``: this rank is alive (RankWatch)."""
+    beat = 0
+    while not done.is_set():
+        beat += 1
+        try:
+            path.write_text(f"{os.getpid()} {beat}")
+        except OSError:
+            pass
+        done.wait(HEARTBEAT_SECONDS)
 
 
 def _use_ray_device() -> None:
