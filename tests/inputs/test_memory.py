@@ -400,3 +400,34 @@ def test_create_refuses_processes_that_do_not_fit_together_naming_num_devices(se
     message = problems[0].message
     assert message.startswith("this run's 2 processes need ~") and f"{limit}.0 GiB is available (TUNEDECK_MEMORY_LIMIT)" in message
     assert message.endswith("One process (num_devices=1) would fit.")
+
+
+def test_create_counts_fsdp_shards_when_replicas_do_not_fit(seven_b, home, monkeypatch):
+    """Full fine-tuning over 2 processes: a memory limit 2 replicas (DDP) exceed and 2 shards (FSDP) fit
+    is refused under TUNEDECK_SHARDING=ddp and accepted under auto (the default) and fsdp, as the
+    worker's plan then shards it (training/memory_plan.py)."""
+    from tunedeck.inputs.validate import Devices, build_spec
+
+    monkeypatch.setattr(memory, "available_memory", lambda: 1 << 42)
+    monkeypatch.setattr(memory, "gpu_free_memory", lambda include_pids=None: None)
+    folder = home / "models" / "llama-7b"
+
+    def fits(limit_gib: int, sharding: str) -> bool:
+        monkeypatch.setenv("TUNEDECK_MEMORY_LIMIT", f"{limit_gib}GiB")
+        return memory.check_run(folder, context_length=512, processes=2, sharding=sharding) is None
+
+    sharded = next(g for g in range(8, 1000, 4) if fits(g, "fsdp"))
+    replicas = next(g for g in range(sharded, 2000, 4) if fits(g, "ddp"))
+    assert replicas > 1.5 * sharded  # a replica each costs far more than a shard each
+    assert fits(sharded, "auto") and not fits(sharded, "ddp")
+    devices = Devices(2, "2 CPU cores (0-1; test)")
+    monkeypatch.setenv("TUNEDECK_MEMORY_LIMIT", f"{sharded}GiB")
+    req = request(*seven_b, context_length=512, num_devices=2)
+    for setting, refused in (("auto", False), ("fsdp", False), ("ddp", True)):
+        monkeypatch.setenv("TUNEDECK_SHARDING", setting)
+        _, problems = build_spec(req, f"run-{setting}", devices=devices)
+        assert bool([p for p in problems if p.field in ("model", "num_devices")]) == refused, (setting, problems)
+    monkeypatch.setenv("TUNEDECK_SHARDING", "zero3")
+    _, problems = build_spec(req, "run-bad", devices=devices)
+    assert [p.message for p in problems if p.field == "num_devices"] == [
+        "TUNEDECK_SHARDING='zero3': expected one of auto, ddp, fsdp"]

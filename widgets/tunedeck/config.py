@@ -90,6 +90,19 @@ def num_devices() -> int:
     return int(value)
 
 
+SHARDINGS = ("auto", "ddp", "fsdp")
+
+
+def sharding() -> str:
+    """How a run of several processes holds the model (TUNEDECK_SHARDING): ``auto`` (default) a replica
+    per process (DDP) while replicas fit, else FSDP shards; ``ddp`` or ``fsdp`` always that
+    (training/sharding.py). Read by the worker and by create()'s memory check."""
+    value = (os.environ.get("TUNEDECK_SHARDING") or "auto").strip().lower()
+    if value not in SHARDINGS:
+        raise ValueError(f"TUNEDECK_SHARDING={value!r}: expected one of {', '.join(SHARDINGS)}")
+    return value
+
+
 def autoresume() -> int:
     """How many times a run whose worker died (killed, crashed, lost its service) is resumed from its
     latest checkpoint before it fails (TUNEDECK_AUTORESUME, default 2; 0 turns it off)."""

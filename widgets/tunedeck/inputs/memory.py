@@ -793,6 +793,7 @@ def check_run(
     continues: str | Path | None = None,
     processes: int = 1,
     device: str | None = None,
+    sharding: str = "ddp",
 ) -> str | None:
     """Why a run of the model in ``folder`` cannot fit in this machine's memory, or None (it fits, or
     the model's size cannot be told from its files: the worker checks again before loading weights).
@@ -804,6 +805,9 @@ def check_run(
     checkpoint there continues its adapter, so the run is LoRA even without ``adapter``. ``processes``:
     the run's ``num_devices`` (see ``plan_memory``). ``device``: "cpu" when the service trains on CPU
     whatever GPUs there are (TUNEDECK_DEVICES=cpu), else None: a visible GPU's memory when there is one.
+    ``sharding`` (config.sharding): with several processes of full fine-tuning, ``auto`` also accepts a
+    run whose 1/N shards of the weights, gradients and AdamW state fit (FSDP, as the worker's plan in
+    training/memory_plan.py counts them), ``fsdp`` counts only that, ``ddp`` only replicas.
     """
     shape = ModelShape.from_folder(folder)
     if shape is None:
@@ -814,7 +818,10 @@ def check_run(
     kind, available = ("cuda", gpu) if gpu is not None else ("cpu", available_memory() + _workers_resident())
     autocasts = {"fp32": (False,), "bf16": (True,)}.get(precision, (False, True))
     # (autocast, weight bytes): a LoRA base computed in float32 may still be held in bf16 (frozen_base.py)
-    options: list[tuple[bool, int | None]] = [(a, None) for a in autocasts]
+    shards = processes > 1 and adapter is None and sharding in ("auto", "fsdp")
+    options: list[tuple[bool, float | None]] = [] if shards and sharding == "fsdp" else [(a, None) for a in autocasts]
+    if shards:
+        options += [(a, 4 / processes) for a in autocasts]
     if adapter is not None and not adapter.get("quantize_base") and False in autocasts:
         options.append((False, 2))
     shortfalls: list[MemoryShortfall] = []

@@ -322,7 +322,11 @@ def _memory_problems(
         context_length=context_length or params.default_context_length(model.max_context_length), adapter=adapter,
         precision=precision or "auto", continues=weights, device=device,
     )
-    message = memory.check_run(catalog.config_folder(model), processes=processes, **settings)
+    try:
+        sharding = config.sharding()
+    except ValueError as exc:
+        return [Problem("num_devices", str(exc))] if processes > 1 else []
+    message = memory.check_run(catalog.config_folder(model), processes=processes, sharding=sharding, **settings)
     if not message:
         return []
     if processes > 1 and not memory.check_run(catalog.config_folder(model), **settings):

@@ -41,7 +41,6 @@ one-process or DDP checkpoint (a whole optimizer state in trainer_state.pt) shar
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,6 +49,7 @@ from typing import Any
 
 import torch
 
+from tunedeck import config
 from tunedeck.training.checkpoint import OPTIMIZER_DCP
 from tunedeck.training.distributed import LossOf, World
 from tunedeck.training.failures import StopSignal, TrainingFailure
@@ -57,16 +57,16 @@ from tunedeck.training.failures import StopSignal, TrainingFailure
 log = logging.getLogger(__name__)
 
 SHARDING = "TUNEDECK_SHARDING"
-SETTINGS = ("auto", "ddp", "fsdp")
+SETTINGS = config.SHARDINGS
 ROOT_PREFIX = "model."  # LossOf's attribute: parameter names seen from the FSDP root
 
 
 def setting() -> str:
-    """TUNEDECK_SHARDING, checked: auto (default), ddp or fsdp."""
-    value = (os.environ.get(SHARDING) or "auto").strip().lower()
-    if value not in SETTINGS:
-        raise TrainingFailure(f"{SHARDING}={value!r}: expected one of {', '.join(SETTINGS)}")
-    return value
+    """TUNEDECK_SHARDING, checked: auto (default), ddp or fsdp (config.sharding)."""
+    try:
+        return config.sharding()
+    except ValueError as exc:
+        raise TrainingFailure(str(exc)) from None
 
 
 def check_setting(value: str, world: World, lora: bool) -> None:
