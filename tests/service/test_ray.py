@@ -96,6 +96,32 @@ def driver_pid(service: RunService, name: str) -> int:
     return next(e for e in service.events(name) if e.type == "STARTED").data["pid"]
 
 
+def test_with_a_ray_address_the_service_launches_a_ray_train_driver_in_place_of_the_worker(tmp_path, monkeypatch):
+    """The launch seam, without a cluster: the command and environment each way; the service loads no ray."""
+    import subprocess
+
+    from tunedeck.service.devices import Assignment
+    from tunedeck.service.worker_process import WorkerProcess
+
+    held = Assignment("cpu", ("0", "1"), 2, rank_cores=((0,), (1,)))
+
+    def command(**kw) -> list[str]:
+        return WorkerProcess(tmp_path, lambda *a: None, lambda *a: None, processes=2, devices=held, **kw)._command
+
+    monkeypatch.delenv("TUNEDECK_RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("TUNEDECK_AUTORESUME", "3")
+    local = command()
+    assert "torch.distributed.run" in local and "tunedeck.training.ray_train" not in local
+    monkeypatch.setenv("TUNEDECK_RAY_ADDRESS", "10.0.0.5:6379")
+    assert command() == [sys.executable, "-m", "tunedeck.training.ray_train", str(tmp_path), "--address", "10.0.0.5:6379",
+                         "--workers", "2", "--max-failures", "3"]  # Ray places the processes: no torchrun, no pinning
+    explicit = command(command=["python", "wrapper.py", str(tmp_path)])  # a service given its worker command keeps it
+    assert "torch.distributed.run" in explicit and "tunedeck.training.ray_train" not in explicit
+    code = ("import sys, tunedeck.service.core, tunedeck.service.worker_process;"
+            "assert 'ray' not in sys.modules, 'ray imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_a_run_on_the_cluster_completes_and_registers_with_the_local_workers_events(service, tmp_path, monkeypatch):
     data = data_file(tmp_path)
     address = os.environ["TUNEDECK_RAY_ADDRESS"]
