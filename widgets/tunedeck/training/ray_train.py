@@ -42,6 +42,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -118,6 +119,8 @@ def drive(run_dir: Path, address: str, workers: int, max_failures: int, reporter
     if stopping.is_set():
         return EXIT_STOPPED
     use_gpu = ray.cluster_resources().get("GPU", 0) >= workers
+    if not wait_for_room(ray.cluster_resources, "GPU" if use_gpu else "CPU", workers, address, reporter, stopping):
+        return EXIT_STOPPED if stopping.is_set() else EXIT_FAILED
     trainer = TorchTrainer(
         cast(Any, train_loop),  # Ray's annotation says it returns None; Ray Train V2 hands rank 0's value back
         train_loop_config={"run_dir": str(run_dir), "journal": os.environ.get("TUNEDECK_JOURNAL") or "",
@@ -152,6 +155,32 @@ def drive(run_dir: Path, address: str, workers: int, max_failures: int, reporter
     if isinstance(value, int):
         return value
     return EXIT_STOPPED if stopping.is_set() else EXIT_FAILED
+
+
+def wait_for_room(
+    resources: Callable[[], dict[str, float]], kind: str, workers: int, address: str, reporter: Reporter, stopping: Cancel,
+    *, timeout: float | None = None, every: float = 2.0,
+) -> bool:
+    """Whether the cluster holds the run's workers (one ``kind``, CPU or GPU, each), waiting up to
+    ``timeout`` (TUNEDECK_RAY_START_TIMEOUT, default 600 s) for an autoscaling cluster to grow, and
+    saying so in the run's details meanwhile. Ray Train would wait for them for ever, the run silent
+    in STARTING; here it fails with the reason instead (False), or stops when cancelled (False)."""
+    timeout = float(os.environ.get("TUNEDECK_RAY_START_TIMEOUT") or 600) if timeout is None else timeout
+    deadline, said = time.monotonic() + timeout, False
+    while True:
+        have = float(resources().get(kind, 0))
+        if have >= workers:
+            return True
+        if stopping.is_set():
+            return False
+        what = f"the Ray cluster at {address} has {have:g} {kind}(s) and this run's {workers} worker(s) need {workers}"
+        if time.monotonic() >= deadline:
+            reporter.failure(f"{what}, one each; it did not grow within {timeout:g} s (TUNEDECK_RAY_START_TIMEOUT)")
+            return False
+        if not said:
+            reporter.run(details=f"Waiting: {what}")
+            said = True
+        time.sleep(every)
 
 
 class RankWatch(threading.Thread):
