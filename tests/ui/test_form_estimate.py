@@ -3,7 +3,9 @@ card, with the fake service (tests/ui/fakes.py); the service's side is tests/ser
 
 from __future__ import annotations
 
+import importlib
 import os
+import time
 from datetime import timedelta
 
 
@@ -11,6 +13,7 @@ from tunedeck.types import RunStatus
 from tunedeck.ui._results import estimate_vs_actual, results_card
 from tunedeck.ui.monitor import RunMonitor
 
+from tests.helpers import wait_for
 from tests.ui.fakes import T0
 
 VALID = dict(model="tiny-chat", train_data_path="t", register_to="main.demo", training_duration="40ba")
@@ -43,6 +46,37 @@ def test_no_estimate_of_a_form_with_problems_and_the_service_refusal_is_shown(ma
     fake.estimate_result = {"ok": False, "message": "model: cannot load the tokenizer"}
     form = make_form(**VALID)
     assert form.estimate() is None and "no estimate: model: cannot load the tokenizer" in form.estimate_out.value
+
+
+def test_a_pending_estimate_is_no_error_and_follows_when_the_service_has_measured(make_form, fake, monkeypatch):
+    """The first estimate of a model may take minutes (converting it, timing steps): the service answers
+    pending, the form says so in grey and asks again by itself until the estimate comes."""
+    form_module = importlib.import_module("tunedeck.ui.form")  # (tunedeck.ui.form, the attribute, is the function)
+    monkeypatch.setattr(form_module, "ESTIMATE_RETRY_SECONDS", 0.05)
+    measured = dict(fake.estimate_result)
+    fake.estimate_result = {"ok": False, "pending": True, "stage": "throughput probe",
+                            "message": "timing a few training steps of tiny-chat"}
+    form = make_form(**VALID)
+    assert form.estimate() is None
+    assert "timing a few training steps of tiny-chat" in form.estimate_out.value
+    assert "error-color" not in form.estimate_out.value and "no estimate" not in form.estimate_out.value
+    wait_for(lambda: len([c for c in fake.calls if c[0] == "estimate"]) >= 3, timeout=10)  # asked again, still pending
+    fake.estimate_result = measured
+    wait_for(lambda: "40 steps" in form.estimate_out.value, timeout=10)
+    assert form.current_estimate() == measured
+
+
+def test_a_pending_estimate_of_fields_since_changed_is_dropped(make_form, fake, monkeypatch):
+    form_module = importlib.import_module("tunedeck.ui.form")  # (tunedeck.ui.form, the attribute, is the function)
+    monkeypatch.setattr(form_module, "ESTIMATE_RETRY_SECONDS", 0.05)
+    fake.estimate_result = {"ok": False, "pending": True, "message": "converting the model"}
+    form = make_form(**VALID)
+    form.estimate()
+    form.duration_w.value = "80"  # another run now: the background asking stops (the service stays pending)
+    asked = len([c for c in fake.calls if c[0] == "estimate"])
+    time.sleep(0.5)  # ten retries' time
+    assert len([c for c in fake.calls if c[0] == "estimate"]) <= asked + 1
+    assert form.current_estimate() is None and "converting the model" not in form.estimate_out.value
 
 
 def test_check_data_that_passes_estimates_too(make_form, fake):

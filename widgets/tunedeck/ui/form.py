@@ -13,6 +13,7 @@ Task, Model or a path never leaves an old error behind. Start opens the new run'
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from typing import Any
 
@@ -63,6 +64,8 @@ ADVANCED = (
 EVALUATION = ("eval_data_path", "eval_prompts")
 DATA_FIELDS = ("train_data_path", "eval_data_path")
 DOUBLE_CLICK_SECONDS = 1.0
+ESTIMATE_RETRY_SECONDS = 10.0  # a pending estimate (the service converting or timing the model) is asked again
+ESTIMATE_PATIENCE_SECONDS = 30 * 60.0
 OTHER_LABEL = "another model: a local folder or Hugging Face id…"
 #: widget attribute of each FormState field
 WIDGETS = {
@@ -114,6 +117,7 @@ class TrainingForm(_snapshot.SnapshotDisplay, w.VBox):
         self._devices: DeviceInfo | None = None  # the service's, from its health: Devices is checked against them
         self._validation: Validation | None = None
         self._estimate: tuple[FormState, dict[str, Any]] | None = None  # the service's estimate and the state it is of
+        self._pending_estimate: FormState | None = None  # the state of an estimate the service is still measuring
         self._build(defaults)
         super().__init__(children=self._layout())
         self.add_class("td-form")
@@ -374,7 +378,6 @@ class TrainingForm(_snapshot.SnapshotDisplay, w.VBox):
         """Estimate: tokens per epoch, steps, time on this machine (measured throughput) and peak memory of
         the run Start would create, from the service (POST /api/estimate); shown under Start until a field
         changes. None when the form has problems or the service could not estimate."""
-        from tunedeck.client import get_client
 
         v = self._refresh()
         if v.issues or v.left_out:
@@ -385,15 +388,36 @@ class TrainingForm(_snapshot.SnapshotDisplay, w.VBox):
             return None
         state = self.state()
         self.estimate_out.value = _note("estimating (the first time for a model: a few training steps to time)…")
+        return self._ask_estimate(v.params, _unforced(state), time.monotonic())
+
+    def _ask_estimate(self, params: dict[str, Any], asked: FormState, since: float) -> dict[str, Any] | None:
+        """The service's estimate of ``params``. A first estimate of a model may take minutes (converting
+        it, timing a few training steps); the service then answers ``pending`` and goes on: the form says
+        so, not as an error, and asks again every ESTIMATE_RETRY_SECONDS in the background while the
+        fields stay as they were, up to ESTIMATE_PATIENCE_SECONDS."""
+        from tunedeck.client import get_client
+
         try:
-            result = get_client().estimate(_wire(v.params)) or {}
+            result = get_client().estimate(_wire(params)) or {}
         except Exception as exc:  # noqa: BLE001 - shown under Start
             result = {"ok": False, "message": _snapshot.describe(exc)}
+        if _unforced(self.state()) != asked:  # the fields changed meanwhile: this answer is of another run
+            return None
+        self._pending_estimate = None
+        if result.get("pending") and time.monotonic() - since < ESTIMATE_PATIENCE_SECONDS:
+            self._estimate, self._pending_estimate = None, asked
+            waited = time.monotonic() - since
+            self.estimate_out.value = _note(f"{result.get('message') or 'the service is still measuring'} "
+                                            f"({waited:.0f} s so far; the estimate follows here)")
+            timer = threading.Timer(ESTIMATE_RETRY_SECONDS, self._ask_estimate, (params, asked, since))
+            timer.daemon = True
+            timer.start()
+            return None
         if not result.get("ok"):
             self._estimate = None
             self.estimate_out.value = _note(f"no estimate: {result.get('message') or 'the service gave none'}", error=True)
             return None
-        self._estimate = (_unforced(state), result)
+        self._estimate = (asked, result)
         self._refresh()
         return result
 
@@ -604,6 +628,9 @@ class TrainingForm(_snapshot.SnapshotDisplay, w.VBox):
                 _note(str(estimate.get("message", ""))) if estimate is not None
                 else _note("the form changed since the estimate: Estimate again")
             )
+        elif self._pending_estimate is not None and self._pending_estimate != _unforced(self.state()):
+            self._pending_estimate = None
+            self.estimate_out.value = _note("the form changed while the service measured: Estimate again")
         return v
 
     def _show_fixes(self, field: str, fixes: tuple[Fix, ...]) -> None:
