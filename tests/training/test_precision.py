@@ -20,6 +20,12 @@ ms = 1e-3
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="pick_device picks the GPU on this machine")
 
 
+@pytest.fixture(autouse=True)
+def no_decisions_kept(monkeypatch):
+    """Each probe decides afresh unless a test sets TUNEDECK_PRECISION_DECISIONS itself."""
+    monkeypatch.delenv(precision.DECISIONS_ENV, raising=False)
+
+
 @pytest.fixture
 def no_probe(monkeypatch):
     def refuse(*args, **kwargs):
@@ -281,3 +287,40 @@ def test_on_a_real_cuda_gpu_auto_follows_its_bf16_support():
     native = torch.cuda.is_bf16_supported(including_emulation=False)
     assert device.autocast_dtype == (torch.bfloat16 if native else None)
     assert "CUDA device" in device.precision_reason and device.bf16_speedup is None
+
+
+# --- one decision per CPU and model shape (TUNEDECK_PRECISION_DECISIONS, set by the service) ---------
+
+
+@no_cuda
+def test_the_service_decides_once_per_cpu_and_model_shape(probed, tmp_path, monkeypatch):
+    from tunedeck.training.precision import DECISIONS_ENV
+
+    decisions = tmp_path / "precision.json"
+    monkeypatch.setenv(DECISIONS_ENV, str(decisions))
+    config = SimpleNamespace(hidden_size=64, intermediate_size=128)
+    first = pick_device("auto", config)  # the estimate's helper, say: probes, bf16 4x
+    assert probed.calls == [(64, 128)] and first.autocast_dtype is torch.bfloat16 and decisions.exists()
+    probed.timings = Timings(SMOL, (4 * ms,) * 5, (40 * ms,) * 5)  # a later probe would now say float32
+    again = pick_device("auto", config)  # the run's worker: the same decision, no probe
+    assert probed.calls == [(64, 128)] and again.autocast_dtype is torch.bfloat16 and again.bf16_speedup == first.bf16_speedup
+    assert again.precision_reason.startswith(first.precision_reason) and str(decisions) in again.precision_reason
+    other = pick_device("auto", SimpleNamespace(hidden_size=64, intermediate_size=256))  # another model shape
+    assert probed.calls[-1] == (64, 256) and other.autocast_dtype is None
+    assert pick_device("fp32", config).autocast_dtype is None  # a request is still done as asked
+
+
+@no_cuda
+def test_an_inconclusive_probe_is_not_kept_and_without_the_setting_nothing_is(probed, tmp_path, monkeypatch):
+    from tunedeck.training.precision import DECISIONS_ENV
+
+    probed.timings = Timings(SMOL, (10.0,) * 5, ())  # float32 hopelessly slow (a busy CPU): bf16 not measured
+    monkeypatch.setenv(DECISIONS_ENV, str(tmp_path / "precision.json"))
+    assert pick_device("auto").autocast_dtype is None and not (tmp_path / "precision.json").exists()
+    pick_device("auto")
+    assert len(probed.calls) == 2  # asked again
+    monkeypatch.delenv(DECISIONS_ENV)
+    probed.timings = Timings(SMOL, (4 * ms,) * 5, (1 * ms,) * 5)
+    pick_device("auto")
+    pick_device("auto")
+    assert len(probed.calls) == 4 and not (tmp_path / "precision.json").exists()

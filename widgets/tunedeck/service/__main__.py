@@ -54,6 +54,8 @@ def serve(home: Path, host: str = "127.0.0.1", port: int = 0, max_concurrent: in
     from tunedeck.service.store import Store
 
     os.environ["TUNEDECK_HOME"] = str(home)  # the workers and the MLflow store follow the service's home
+    # its workers and helpers decide precision once per CPU and model shape (training/precision.py)
+    os.environ.setdefault("TUNEDECK_PRECISION_DECISIONS", str(home / "precision.json"))
     secure_home(home)
     token = read_or_create_token(home)
     service = RunService(Store(home / "tunedeck.db"), max_concurrent=max_concurrent)

@@ -29,7 +29,7 @@ from tunedeck.inputs.catalog import architecture_differences
 from tunedeck.inputs.params import default_context_length
 from tunedeck.inputs.spec import RunSpec
 from tunedeck.training.failures import TrainingFailure
-from tunedeck.training.precision import choose_precision
+from tunedeck.training.precision import remembered_precision
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class Device:
 
 
 def pick_device(precision: str = "auto", config: Any = None) -> Device:
-    """The GPU when there is one, else the CPU, in the precision ``choose_precision`` picks for ``precision``.
+    """The GPU when there is one, else the CPU, in the precision ``remembered_precision`` picks for ``precision``.
 
     ``config`` (the model's HF config) gives the shape the CPU probe measures under ``auto``:
     hidden_size x intermediate_size (SmolLM2-135M's when it is not given).
@@ -82,7 +82,7 @@ def pick_device(precision: str = "auto", config: Any = None) -> Device:
     device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
     sizes = {name: _positive_int(getattr(text, name, None)) for name in ("hidden_size", "intermediate_size")}
-    choice = choose_precision(device, precision, **sizes)
+    choice = remembered_precision(device, precision, **sizes)
     return Device(device, choice.autocast_dtype, choice.reason, choice.speedup)
 
 

@@ -29,11 +29,17 @@ processes, it measured ~0.3 s for SmolLM2-135M's shape and 0.07-0.2 s for a tiny
 
 from __future__ import annotations
 
+import json
+import logging
 import math
+import os
+import platform
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +50,8 @@ import torch.nn.functional as F
 # clearly. Repeated probes of one shape varied by up to ~±30% on a loaded 2-core machine, so 1.3 keeps
 # a real ratio of ~1 from flipping to bf16 on noise. CPUs with bf16 units do bf16 matmuls ~4x as fast
 # (~2x end to end, benchmarks/vs_trl.py --bf16), well clear of it.
+log = logging.getLogger(__name__)
+
 BF16_MIN_SPEEDUP = 1.3
 # The scout's cut-off, in throughput relative to float32. A CPU without bf16 units (AVX2 only)
 # measured 0.01-0.4x, depending on the kernel's layout and rows. A CPU with bf16 units stays well
@@ -143,6 +151,70 @@ def choose_precision(
         detail = (str(error).strip().splitlines() or [""])[0]
         return PrecisionChoice(None, f"float32: the bf16 probe failed ({type(error).__name__}: {detail})")
     return decide_cpu(timings)
+
+
+DECISIONS_ENV = "TUNEDECK_PRECISION_DECISIONS"
+
+
+def remembered_precision(
+    device: torch.device,
+    requested: str = "auto",
+    *,
+    hidden_size: int | None = None,
+    intermediate_size: int | None = None,
+) -> PrecisionChoice:
+    """``choose_precision``, and under ``auto`` on a CPU decided once per CPU model, model shape, thread
+    count and torch version when TUNEDECK_PRECISION_DECISIONS names a file (the service names
+    ``$TUNEDECK_HOME/precision.json`` for its workers and helpers). The estimate's helper and every run
+    of a model on this machine then compute in the same precision: two probes under a changing load
+    could disagree (seen here: an estimate timed bf16 steps and the run trained in float32, 0.22x).
+    Only a conclusive probe is kept (bf16 measured); "too busy to tell" is asked again next time."""
+    path = os.environ.get(DECISIONS_ENV)
+    if not path or requested != "auto" or device.type != "cpu":
+        return choose_precision(device, requested, hidden_size=hidden_size, intermediate_size=intermediate_size)
+    shape = f"{hidden_size or DEFAULT_HIDDEN}x{intermediate_size or DEFAULT_INTERMEDIATE}"
+    key = f"{_cpu_name()} | MLP {shape} | {torch.get_num_threads()} threads | torch {torch.__version__}"
+    decisions = _read_decisions(Path(path))
+    kept = decisions.get(key)
+    if isinstance(kept, dict) and isinstance(kept.get("reason"), str):
+        dtype = torch.bfloat16 if kept.get("autocast") == "bfloat16" else None
+        return PrecisionChoice(dtype, f"{kept['reason']} (decided once for this CPU and model shape: {path})",
+                               kept.get("speedup"))
+    choice = choose_precision(device, requested, hidden_size=hidden_size, intermediate_size=intermediate_size)
+    if choice.speedup is not None:
+        decisions[key] = {"autocast": "bfloat16" if choice.autocast_dtype is not None else None,
+                          "reason": choice.reason, "speedup": choice.speedup}
+        _write_decisions(Path(path), decisions)
+    return choice
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _read_decisions(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_decisions(path: Path, decisions: dict[str, Any]) -> None:
+    """Atomically (a process reading it meanwhile sees the old file or the new one, never half)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(decisions, indent=2))
+        os.replace(tmp, path)
+    except OSError as error:  # a decision not kept is made again next time: never a reason to fail a run
+        log.warning("precision decision not kept in %s: %s", path, error)
 
 
 def decide_cpu(timings: Timings, threshold: float = BF16_MIN_SPEEDUP) -> PrecisionChoice:
