@@ -289,8 +289,8 @@ class Estimator:
             "throughput_source": source,
             "probe_seconds": probed["probe_seconds"] if probed else None,
             "seconds": round(seconds, 1),
-            "train_seconds": round(train_seconds, 1),
-            "other_seconds": round(other, 1),
+            "train_seconds": round(train_seconds, 3),  # (a tiny model's few steps take well under 0.1 s)
+            "other_seconds": round(other, 3),
             "other_source": other_source,
             "peak_memory_bytes": peak,
             "memory": plan.get("memory_note"),
