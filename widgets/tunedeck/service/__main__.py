@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import secrets
 import signal
@@ -45,6 +46,21 @@ def secure_home(home: Path) -> None:
           "tightened to 700", file=sys.stderr, flush=True)
 
 
+def log_to_stderr(level: int = logging.INFO) -> None:
+    """tunedeck's own log lines, info and up, with time and level, on stderr (service.log for a
+    service the client started): without a handler only warnings reached it, bare, and what the
+    service reports at info (a model conversion started and finished) was lost. Libraries keep
+    their own levels (httpx would log every proxied request at info)."""
+    logger = logging.getLogger("tunedeck")
+    if any(getattr(h, "_tunedeck", False) for h in logger.handlers):
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler._tunedeck = True  # type: ignore[attr-defined]  # (installed once)
+    logger.addHandler(handler)
+    logger.setLevel(level)
+
+
 def serve(home: Path, host: str = "127.0.0.1", port: int = 0, max_concurrent: int = 1, idle_exit: float = 0) -> None:
     import uvicorn
 
@@ -53,6 +69,7 @@ def serve(home: Path, host: str = "127.0.0.1", port: int = 0, max_concurrent: in
     from tunedeck.service.core import RunService
     from tunedeck.service.store import Store
 
+    log_to_stderr()
     os.environ["TUNEDECK_HOME"] = str(home)  # the workers and the MLflow store follow the service's home
     # its workers and helpers decide precision once per CPU and model shape (training/precision.py)
     os.environ.setdefault("TUNEDECK_PRECISION_DECISIONS", str(home / "precision.json"))
