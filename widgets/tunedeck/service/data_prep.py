@@ -65,6 +65,7 @@ from fastapi.responses import JSONResponse, Response
 from tunedeck import config
 from tunedeck.inputs.paths import PathError, is_folder
 from tunedeck.inputs.tables import table_folder
+from tunedeck.service.unity_catalog import Refusal, api_error
 
 UC_TABLES = "/api/2.1/unity-catalog/tables"
 LOCAL_CLUSTER_ID = "tunedeck-local"
@@ -79,10 +80,6 @@ _PRIMITIVE = {
     "date": ("date", "DATE"), "timestamp": ("timestamp", "TIMESTAMP"),
     "timestamp_ntz": ("timestamp_ntz", "TIMESTAMP_NTZ"), "variant": ("variant", "VARIANT"),
 }
-
-
-def _error(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error_code": code, "message": message}, status_code=status)
 
 
 def type_text(spark_type: Any) -> str:
@@ -141,34 +138,29 @@ def _commit_time_ms(folder: Path, version: int) -> int | None:
         return None
 
 
-class _Failure(Exception):
-    def __init__(self, response: JSONResponse):
-        self.response = response
-
-
 def _locate(full_name: str) -> tuple[Path, tuple[str, str, str]]:
     """The table's Delta folder and its (catalog, schema, table) as named there, or the 400/403/404
     Databricks answers for it."""
     try:
         folder = table_folder(full_name)
     except PathError as exc:
-        raise _Failure(_error(400, "INVALID_PARAMETER_VALUE", str(exc))) from exc
+        raise Refusal(api_error(400, "INVALID_PARAMETER_VALUE", str(exc))) from exc
     root = config.tables_root()
     catalog, schema, table = folder.relative_to(root).parts
     if not is_folder(root / catalog):
-        raise _Failure(_error(404, "CATALOG_DOES_NOT_EXIST", f"Catalog '{catalog}' does not exist (no folder "
+        raise Refusal(api_error(404, "CATALOG_DOES_NOT_EXIST", f"Catalog '{catalog}' does not exist (no folder "
                               f"{root / catalog} in tunedeck's catalog root, TUNEDECK_TABLES)."))
     if not is_folder(root / catalog / schema):
-        raise _Failure(_error(404, "SCHEMA_DOES_NOT_EXIST",
+        raise Refusal(api_error(404, "SCHEMA_DOES_NOT_EXIST",
                               f"Schema '{catalog}.{schema}' does not exist (no folder {root / catalog / schema})."))
     name = f"{catalog}.{schema}.{table}"
     if not is_folder(folder):
-        raise _Failure(_error(404, "TABLE_DOES_NOT_EXIST", f"Table '{name}' does not exist (no folder {folder})."))
+        raise Refusal(api_error(404, "TABLE_DOES_NOT_EXIST", f"Table '{name}' does not exist (no folder {folder})."))
     if not os.access(folder, os.R_OK | os.X_OK):
-        raise _Failure(_error(403, "PERMISSION_DENIED",
+        raise Refusal(api_error(403, "PERMISSION_DENIED",
                               f"User does not have SELECT on Table '{name}' ({folder} is not readable)."))
     if not is_folder(folder / "_delta_log"):
-        raise _Failure(_error(404, "TABLE_DOES_NOT_EXIST",
+        raise Refusal(api_error(404, "TABLE_DOES_NOT_EXIST",
                               f"Table '{name}' does not exist: {folder} is not a Delta table (it has no _delta_log folder)."))
     return folder, (catalog, schema, table)
 
@@ -186,11 +178,11 @@ def table_info(full_name: str) -> dict[str, Any]:
         metadata = dt.metadata()
         protocol = dt.protocol()
     except ImportError as exc:
-        raise _Failure(_error(501, "NOT_IMPLEMENTED", f"{NEEDS}: {exc}")) from exc
+        raise Refusal(api_error(501, "NOT_IMPLEMENTED", f"{NEEDS}: {exc}")) from exc
     except Exception as exc:  # deltalake raises its own errors, and OSError/ValueError for a bad log
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         message = f"Table '{name}': {folder} cannot be read as a Delta table: {reason}"
-        raise _Failure(_error(500, "INTERNAL_ERROR", message)) from exc
+        raise Refusal(api_error(500, "INTERNAL_ERROR", message)) from exc
     partitions = list(metadata.partition_columns or [])
     properties = {str(k): str(v) for k, v in (metadata.configuration or {}).items() if v is not None}
     properties.update({
@@ -247,7 +239,7 @@ def data_prep_router() -> APIRouter:
         """The Delta table ``<catalog>.<schema>.<table>`` under the local catalog root."""
         try:
             return JSONResponse(table_info(full_name))
-        except _Failure as failure:
+        except Refusal as failure:
             return failure.response
 
     @router.get(UC_TABLES + "/{full_name}/exists")
@@ -255,7 +247,7 @@ def data_prep_router() -> APIRouter:
         """``{"table_exists": bool}``: whether the name is a Delta table under the local catalog root."""
         try:
             _locate(full_name)
-        except _Failure as failure:
+        except Refusal as failure:
             if failure.response.status_code == 404:
                 return JSONResponse({"table_exists": False})
             return failure.response
@@ -263,9 +255,9 @@ def data_prep_router() -> APIRouter:
 
     def get_cluster(cluster_id: str | None = None) -> Response:
         if not cluster_id:
-            return _error(400, "INVALID_PARAMETER_VALUE", "Missing required field: cluster_id")
+            return api_error(400, "INVALID_PARAMETER_VALUE", "Missing required field: cluster_id")
         if cluster_id != LOCAL_CLUSTER_ID and cluster_id not in config.cluster_ids():
-            return _error(400, "INVALID_PARAMETER_VALUE", f"Cluster {cluster_id} does not exist (tunedeck prepares "
+            return api_error(400, "INVALID_PARAMETER_VALUE", f"Cluster {cluster_id} does not exist (tunedeck prepares "
                           f"data itself: its one cluster is {LOCAL_CLUSTER_ID!r}; TUNEDECK_CLUSTER_IDS names more ids for it)")
         return JSONResponse(local_cluster(started_at_ms, cluster_id))
 

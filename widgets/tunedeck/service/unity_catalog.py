@@ -37,11 +37,15 @@ UC_PATH = "/api/2.1/unity-catalog"
 ALL_PRIVILEGES = "ALL_PRIVILEGES"
 
 
-def _error(status: int, code: str, message: str) -> JSONResponse:
+def api_error(status: int, code: str, message: str) -> JSONResponse:
+    """An error in Databricks' REST shape, which databricks-sdk turns into its typed errors (also
+    service/data_prep.py's)."""
     return JSONResponse({"error_code": code, "message": message}, status_code=status)
 
 
-class _Failure(Exception):
+class Refusal(Exception):
+    """Raised with the answer to give instead (an api_error)."""
+
     def __init__(self, response: JSONResponse):
         self.response = response
 
@@ -54,7 +58,7 @@ def _full_name(full_name: str) -> tuple[str, str, str]:
             raise ValueError(f"{full_name!r} is not '<catalog>.<schema>.<model name>'")
         registered_model_name(full_name, "")
     except ValueError as exc:
-        raise _Failure(_error(400, "INVALID_PARAMETER_VALUE", str(exc))) from exc
+        raise Refusal(api_error(400, "INVALID_PARAMETER_VALUE", str(exc))) from exc
     return parts[0], parts[1], parts[2]
 
 
@@ -81,24 +85,24 @@ def unity_catalog_router(mlflow: MlflowServer) -> APIRouter:
         try:
             answer = await mlflow.request(method, f"/api/2.0/mlflow/registered-models/{endpoint}", params=params, json=body)
         except MlflowUnavailableError as exc:
-            raise _Failure(_error(501, "NOT_IMPLEMENTED", f"tunedeck's model registry is unavailable: {exc}")) from exc
+            raise Refusal(api_error(501, "NOT_IMPLEMENTED", f"tunedeck's model registry is unavailable: {exc}")) from exc
         except httpx.HTTPError as exc:
-            raise _Failure(_error(500, "INTERNAL_ERROR", f"MLflow's server did not answer: {exc}")) from exc
+            raise Refusal(api_error(500, "INTERNAL_ERROR", f"MLflow's server did not answer: {exc}")) from exc
         try:
             data = answer.json()
         except ValueError:
             data = {"message": answer.text[:500]}
         return answer.status_code, data if isinstance(data, dict) else {}
 
-    def mlflow_failure(status: int, data: dict[str, Any], full_name: str) -> _Failure:
+    def mlflow_failure(status: int, data: dict[str, Any], full_name: str) -> Refusal:
         code = data.get("error_code", "")
         if code == "RESOURCE_DOES_NOT_EXIST" or status == 404:
-            return _Failure(_error(404, "NOT_FOUND", f"Registered model '{full_name}' does not exist."))
+            return Refusal(api_error(404, "NOT_FOUND", f"Registered model '{full_name}' does not exist."))
         if code == "RESOURCE_ALREADY_EXISTS":
-            return _Failure(_error(409, "ALREADY_EXISTS", f"Registered model '{full_name}' already exists."))
+            return Refusal(api_error(409, "ALREADY_EXISTS", f"Registered model '{full_name}' already exists."))
         if status == 400:
-            return _Failure(_error(400, "INVALID_PARAMETER_VALUE", data.get("message") or "invalid request"))
-        return _Failure(_error(500, "INTERNAL_ERROR", f"MLflow's registry answered {status}: {data.get('message')}"))
+            return Refusal(api_error(400, "INVALID_PARAMETER_VALUE", data.get("message") or "invalid request"))
+        return Refusal(api_error(500, "INTERNAL_ERROR", f"MLflow's registry answered {status}: {data.get('message')}"))
 
     @router.get(UC_PATH + "/models/{full_name}")
     async def get_model(full_name: str) -> Response:
@@ -108,7 +112,7 @@ def unity_catalog_router(mlflow: MlflowServer) -> APIRouter:
             status, data = await registry("GET", "get", params={"name": full_name})
             if status != 200:
                 raise mlflow_failure(status, data, full_name)
-        except _Failure as failure:
+        except Refusal as failure:
             return failure.response
         return JSONResponse(_model_info(full_name, data.get("registered_model", {})))
 
@@ -119,16 +123,16 @@ def unity_catalog_router(mlflow: MlflowServer) -> APIRouter:
             try:
                 body = await request.json()
             except ValueError as exc:
-                raise _Failure(_error(400, "MALFORMED_REQUEST", "the body is not JSON")) from exc
+                raise Refusal(api_error(400, "MALFORMED_REQUEST", "the body is not JSON")) from exc
             parts = [body.get(k) if isinstance(body, dict) else None for k in ("catalog_name", "schema_name", "name")]
             if not all(isinstance(p, str) and p for p in parts):
-                raise _Failure(_error(400, "INVALID_PARAMETER_VALUE", "catalog_name, schema_name and name are required"))
+                raise Refusal(api_error(400, "INVALID_PARAMETER_VALUE", "catalog_name, schema_name and name are required"))
             full_name = ".".join(parts)  # type: ignore[arg-type]
             _full_name(full_name)
             status, data = await registry("POST", "create", body={"name": full_name})
             if status != 200:
                 raise mlflow_failure(status, data, full_name)
-        except _Failure as failure:
+        except Refusal as failure:
             return failure.response
         return JSONResponse(_model_info(full_name, data.get("registered_model", {})))
 
@@ -140,7 +144,7 @@ def unity_catalog_router(mlflow: MlflowServer) -> APIRouter:
             status, data = await registry("DELETE", "delete", body={"name": full_name})
             if status != 200:
                 raise mlflow_failure(status, data, full_name)
-        except _Failure as failure:
+        except Refusal as failure:
             return failure.response
         return JSONResponse({})
 
@@ -152,13 +156,13 @@ def unity_catalog_router(mlflow: MlflowServer) -> APIRouter:
         parts = full_name.split(".")
         expected = {"catalog": 1, "schema": 2, "function": 3, "registered_model": 3, "registered-model": 3}
         if kind not in expected:
-            return _error(400, "INVALID_PARAMETER_VALUE", f"unsupported securable type {securable_type!r}")
+            return api_error(400, "INVALID_PARAMETER_VALUE", f"unsupported securable type {securable_type!r}")
         if len(parts) != expected[kind]:
-            return _error(400, "INVALID_PARAMETER_VALUE", f"{full_name!r} is not a {kind} name")
+            return api_error(400, "INVALID_PARAMETER_VALUE", f"{full_name!r} is not a {kind} name")
         try:
             registered_model_name(".".join([*parts, "x", "x"][:3]), "")
         except ValueError as exc:
-            return _error(400, "INVALID_PARAMETER_VALUE", str(exc))
+            return api_error(400, "INVALID_PARAMETER_VALUE", str(exc))
         user = getpass.getuser()
         if principal not in (None, "", user):
             return JSONResponse({"privilege_assignments": []})
